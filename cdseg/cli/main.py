@@ -74,7 +74,8 @@ def add_config_options(parser: argparse.ArgumentParser, model: type) -> None:
         names = [leaf.flag]
         if "_" in leaf.path:
             names.append("--" + leaf.path)
-        kwargs: dict[str, object] = {"dest": "cfg:" + leaf.path, "default": argparse.SUPPRESS, "help": leaf.help}
+        kwargs: dict[str, object] = {"dest": "cfg:" + leaf.path, "default": argparse.SUPPRESS,
+                                  "help": leaf.help.replace("%", "%%")}
         if leaf.is_bool:
             group.add_argument(*names, action=argparse.BooleanOptionalAction, **kwargs)  # type: ignore[arg-type]
             continue

@@ -83,6 +83,8 @@ class LeafField:
     def help(self) -> str:
         """The field's description plus its default and choices."""
         desc = (self.info.description or "").strip()
+        if self.info.is_required():
+            return desc + " [required]"
         default = self.info.get_default(call_default_factory=True)
         if isinstance(default, enum.Enum):
             default = default.value

@@ -1,0 +1,56 @@
+"""Model wrappers for sliding inference: softmax probabilities, optionally averaged over the 8 D4 transforms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from cdseg.models.d4 import D4
+
+D4_SIZE = len(D4)
+
+
+def d4_apply(x: torch.Tensor, g: int) -> torch.Tensor:
+    """Element `g` (0..7) of D4 on the last two dims (an optional left-right flip, then quarter turns)."""
+    return D4[g].apply(x)
+
+
+def d4_invert(y: torch.Tensor, g: int) -> torch.Tensor:
+    """Undo `d4_apply(., g)`."""
+    return D4[g].inverse.apply(y)
+
+
+def logits_of(output: object) -> torch.Tensor:
+    """The logits of a segmenter's output: `(logits, features)`, a dict with "logits"/"out", or a tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    if isinstance(output, dict):
+        for key in ("logits", "out"):
+            if key in output:
+                return output[key]
+    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+
+
+def make_prob_fn(model: nn.Module, *, tta: bool = False, amp: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function windows -> softmax probabilities, averaged over D4 (inverse-transformed) when `tta`."""
+
+    def probs(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp and x.device.type == "cuda"):
+            return torch.softmax(logits_of(model(x)).float(), dim=1)
+
+    if not tta:
+        return probs
+
+    def probs_tta(x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for g in range(D4_SIZE):
+            p = d4_invert(probs(d4_apply(x, g)), g)
+            total = p if total is None else total.add_(p)
+        assert total is not None
+        return total.div_(D4_SIZE)
+
+    return probs_tta

@@ -1,0 +1,44 @@
+"""D4 test-time augmentation: inverse transforms are right, an equivariant model gains nothing."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cdseg.evaluate.sliding import predict_scene
+from cdseg.evaluate.tta import d4_apply, d4_invert, make_prob_fn
+
+
+def test_d4_elements_are_distinct_and_inverted() -> None:
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    images = {tuple(d4_apply(x, g).flatten().tolist()) for g in range(8)}
+    assert len(images) == 8
+    for g in range(8):
+        assert torch.equal(d4_invert(d4_apply(x, g), g), x)
+
+
+def test_tta_of_an_equivariant_model_equals_no_tta() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 5, 1))  # pointwise: D4-equivariant
+    x = torch.rand(2, 3, 32, 32)
+    plain = make_prob_fn(model)(x)
+    tta = make_prob_fn(model, tta=True)(x)
+    assert torch.allclose(plain, tta, atol=1e-6)
+    scene = torch.randint(0, 256, (3, 70, 45), dtype=torch.uint8)
+    a, sa = predict_scene(scene, make_prob_fn(model), 5, window=32, overlap=8)
+    b, sb = predict_scene(scene, make_prob_fn(model, tta=True), 5, window=32, overlap=8, passes_per_window=8)
+    assert torch.equal(a, b)
+    assert sb.pixels_pushed == 8 * sa.pixels_pushed
+
+
+def test_tta_averages_inverse_transformed_probabilities() -> None:
+    torch.manual_seed(1)
+    model = nn.Conv2d(3, 4, 3, padding=1)  # not equivariant: TTA must equal the explicit mean
+    x = torch.rand(1, 3, 16, 16)
+    expected = torch.stack([
+        torch.softmax(model(torch.rot90(x.flip(-1) if g >= 4 else x, g % 4, (-2, -1))), 1) for g in range(8)])
+    expected = torch.stack([
+        (torch.rot90(expected[g], -(g % 4), (-2, -1)).flip(-1) if g >= 4 else torch.rot90(expected[g], -(g % 4), (-2, -1)))
+        for g in range(8)]).mean(0)
+    assert torch.allclose(make_prob_fn(model, tta=True)(x), expected, atol=1e-6)
+    assert not torch.allclose(make_prob_fn(model)(x), expected, atol=1e-3)
