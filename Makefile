@@ -22,10 +22,7 @@ $(STAMP): pyproject.toml
 # falls back to its pure-PyTorch ABN with a warning.
 $(IABN_STAMP): $(STAMP)
 	@if $(PY) -c "import inplace_abn" 2>/dev/null; then echo "inplace-abn already installed"; else \
-	  CUDA_HOME=$${CUDA_HOME:-$$( [ -d /usr/local/cuda ] && echo /usr/local/cuda )} ; \
-	  if [ -z "$$CUDA_HOME" ] || ! command -v nvcc >/dev/null; then export FORCE_CPU=1; fi ; \
-	  SETUPTOOLS_SCM_PRETEND_VERSION=1.1.0 CUDA_HOME=$$CUDA_HOME TORCH_CUDA_ARCH_LIST=$${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=$${MAX_JOBS:-2} \
-	    $(PIP) install --quiet --no-build-isolation inplace-abn==1.1.0 \
+	  PIP="$(PIP)" TORCH_CUDA_ARCH_LIST=$${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=$${MAX_JOBS:-2} sh docker/install-iabn.sh \
 	    || echo "WARNING: inplace-abn could not be built; cdseg will use its pure-PyTorch ABN" ; \
 	fi
 	touch $(IABN_STAMP)

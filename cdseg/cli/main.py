@@ -9,9 +9,11 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from pydantic import AliasChoices
+
 from cdseg import __version__
 from cdseg.cli.command import Command
-from cdseg.config.fields import iter_leaf_fields
+from cdseg.config.fields import LeafField, iter_leaf_fields
 from cdseg.errors import UserError
 
 log = logging.getLogger("cdseg")
@@ -74,6 +76,11 @@ def add_config_options(parser: argparse.ArgumentParser, model: type) -> None:
         names = [leaf.flag]
         if "_" in leaf.path:
             names.append("--" + leaf.path)
+        for alias in _aliases(leaf):
+            # an older spelling of the option (e.g. the original's --kd.decoder-factor for --kd.weight)
+            prefix = leaf.path.rsplit(".", 1)[0] + "." if "." in leaf.path else ""
+            names += [n for n in dict.fromkeys(["--" + (prefix + alias).replace("_", "-"), "--" + prefix + alias])
+                      if n not in names]
         kwargs: dict[str, object] = {"dest": "cfg:" + leaf.path, "default": argparse.SUPPRESS,
                                   "help": leaf.help.replace("%", "%%")}
         if leaf.is_bool:
@@ -82,6 +89,13 @@ def add_config_options(parser: argparse.ArgumentParser, model: type) -> None:
         choices = leaf.choices
         metavar = "{" + ",".join(choices) + "}" if choices else leaf.path.rsplit(".", 1)[-1].upper()
         group.add_argument(*names, metavar=metavar, **kwargs)  # type: ignore[arg-type]
+
+
+def _aliases(leaf: LeafField) -> list[str]:
+    alias = leaf.info.validation_alias
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+    own = leaf.path.rsplit(".", 1)[-1]
+    return [c for c in choices if isinstance(c, str) and c != own]
 
 
 def build_parser(path: str, command: Command) -> argparse.ArgumentParser:

@@ -1,0 +1,187 @@
+"""Run one step's job to completion: create (or adopt), follow, stream the log, clean up.
+
+Policy: a job that this call created or adopted is deleted on failure, timeout and cancellation
+(unless `keep_failed`), and on success only when `delete_on_success` (otherwise its
+`ttlSecondsAfterFinished` removes it). No error path leaves a job behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdseg.launch.errors import JobCancelledError, JobConflictError, LaunchError
+from cdseg.launch.follow import NETWORK_ERRORS, Follower, RunOptions
+from cdseg.launch.kube import KubeApis, connect, kubernetes, translate
+from cdseg.launch.pytorchjob import JobBuilder, JobState, PyTorchJobBuilder
+from cdseg.launch.spec import ANNOTATION_RUN, ANNOTATION_SPEC_HASH, LABEL_RUN, LABEL_STEP, JobSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobResult:
+    """A finished job: its name, final state, whether it was adopted, and the master's last log lines."""
+
+    name: str
+    namespace: str
+    state: JobState
+    adopted: bool = False
+    duration_s: float = 0.0
+    log_tail: list[str] = field(default_factory=list)
+    deleted: bool = False
+
+
+def run_job(spec: JobSpec, *, apis: KubeApis | None = None, kubeconfig: str | None = None,
+            context: str | None = None, in_cluster: bool | None = None, options: RunOptions | None = None,
+            builder: JobBuilder | None = None, log_sink: Callable[[str], None] | None = None,
+            cancel: threading.Event | None = None) -> JobResult:
+    """Create (or adopt) the job of `spec`, follow it to the end, and return or raise.
+
+    Returns on Succeeded. Raises `JobFailedError` (reason + log tail), `JobTimeoutError`,
+    `JobCancelledError` (SIGTERM / `cancel` set), or a `ClusterSetupError` (missing CRD, namespace,
+    permission, image). The job is deleted on every error path (see the module doc).
+    """
+    if apis is None:
+        apis = connect(kubeconfig, context, in_cluster)
+    runner = _Runner(spec, apis, builder or PyTorchJobBuilder(), options or RunOptions(),
+                     log_sink or (lambda line: log.info("[%s] %s", spec.name, line)), cancel or threading.Event())
+    return runner.run()
+
+
+class _Runner(Follower):
+    """Creates or adopts the job, follows it (`Follower`), and deletes it per the policy above."""
+
+    def __init__(self, spec: JobSpec, apis: KubeApis, builder: JobBuilder, opts: RunOptions,
+                 sink: Callable[[str], None], cancel: threading.Event) -> None:
+        super().__init__(spec, apis, builder, opts, sink, cancel)
+        self._create_sent = False
+
+    # ---- the whole life cycle -------------------------------------------------------------------
+    def run(self) -> JobResult:
+        start = time.monotonic()
+        owned = False
+        succeeded = False
+        with self._signals():
+            try:
+                adopted = self._create_or_adopt()
+                owned = True
+                state = self._wait(start)
+                succeeded = True
+                return JobResult(self.name, self.ns, state, adopted, time.monotonic() - start, self._tail(),
+                                 deleted=self.opts.delete_on_success)
+            finally:
+                self._stop_logs()
+                if owned and (self.opts.delete_on_success if succeeded else not self.opts.keep_failed):
+                    self._delete()
+                elif not owned and self._create_sent:
+                    self._delete_if_ours()  # interrupted while the create request was in flight
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        if not self.opts.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_term(signum: int, frame: Any) -> None:
+            if self.cancel.is_set():
+                return  # already cancelling: let the clean-up finish
+            self.cancel.set()
+            raise JobCancelledError(f"cancelled by signal {signal.Signals(signum).name}; deleting job {self.ns}/{self.name}")
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    # ---- create or adopt ------------------------------------------------------------------------
+    def _create_or_adopt(self) -> bool:
+        body = self.builder.build(self.spec)
+        k = kubernetes()
+        for _ in range(3):
+            try:
+                self._create_sent = True
+                self.apis.custom.create_namespaced_custom_object(*self._co(), body)
+                self._create_sent = False
+                log.info("created %s %s/%s (%d pods x %d processes)", self.builder.kind, self.ns, self.name,
+                         self.spec.replicas, self.spec.nproc_per_node)
+                return False
+            except k.client.ApiException as exc:
+                self._create_sent = False
+                if exc.status != 409:
+                    raise translate(exc, verb="create", resource=self.resource, namespace=self.ns) from exc
+            except NETWORK_ERRORS as exc:
+                raise self._unreachable(exc) from exc
+            existing = self._get()
+            if existing is None:
+                continue  # deleted in between: create again
+            self._check_identity(existing)
+            state = self.builder.state(existing)
+            if state.phase == "Failed" or (existing.get("metadata") or {}).get("deletionTimestamp"):
+                log.info("job %s/%s exists from an earlier attempt and %s; replacing it", self.ns, self.name,
+                         "failed" if state.phase == "Failed" else "is being deleted")
+                self._delete()
+                self._wait_gone()
+                continue
+            log.info("adopting job %s/%s from an earlier attempt (state %s)", self.ns, self.name, state.phase)
+            theirs = ((existing.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+            ours = body["metadata"]["annotations"].get(ANNOTATION_SPEC_HASH)
+            if theirs != ours:
+                log.warning("the adopted job %s/%s was created with other settings than this attempt's (spec hash %s, "
+                            "now %s); delete it to run with the new ones", self.ns, self.name, theirs, ours)
+            return True
+        raise LaunchError(f"could not create or adopt job {self.ns}/{self.name}: it keeps reappearing; retry later")
+
+    def _check_identity(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        want = self.spec.identity_labels()
+        run = (meta.get("annotations") or {}).get(ANNOTATION_RUN, labels.get(LABEL_RUN))
+        if labels.get(LABEL_RUN) != want[LABEL_RUN] or labels.get(LABEL_STEP) != want[LABEL_STEP] or (
+                run is not None and run != self.spec.run):
+            raise JobConflictError(
+                f"job {self.ns}/{self.name} already exists but belongs to run {run!r} step {labels.get(LABEL_STEP)!r}, "
+                f"not run {self.spec.run!r} step {self.spec.step}; delete it (kubectl delete pytorchjob -n {self.ns} "
+                f"{self.name}) or use another run name")
+
+    def _wait_gone(self) -> None:
+        deadline = time.monotonic() + self.opts.delete_wait_s
+        while self._get() is not None:
+            if time.monotonic() > deadline:
+                raise LaunchError(f"job {self.ns}/{self.name} was deleted but is still there after "
+                                  f"{self.opts.delete_wait_s:.0f}s (a finalizer?); check kubectl describe")
+            self._sleep(min(1.0, self.opts.watch_window_s))
+
+    # ---- follow ---------------------------------------------------------------------------------
+    # ---- delete ---------------------------------------------------------------------------------
+    def _delete_if_ours(self) -> None:
+        try:
+            obj = self._get()
+            if obj is not None:
+                self._check_identity(obj)
+                self._delete()
+        except Exception as exc:
+            log.debug("no job to clean up after an interrupted create: %s", exc)
+
+    def _delete(self) -> None:
+        k = kubernetes()
+        try:
+            self.apis.custom.delete_namespaced_custom_object(
+                *self._co(), self.name, body=k.client.V1DeleteOptions(propagation_policy="Foreground"))
+            log.info("deleted job %s/%s", self.ns, self.name)
+        except k.client.ApiException as exc:
+            if exc.status == 404:
+                return
+            log.error("could not delete job %s/%s (%s); delete it by hand: kubectl delete %s -n %s %s", self.ns,
+                      self.name, translate(exc, verb="delete", resource=self.resource, namespace=self.ns, name=self.name),
+                      self.builder.plural, self.ns, self.name)
+        except Exception as exc:
+            log.error("could not delete job %s/%s (%s); delete it by hand: kubectl delete %s -n %s %s", self.ns,
+                      self.name, exc, self.builder.plural, self.ns, self.name)

@@ -1,0 +1,140 @@
+"""Every manifest, rendered by the real kustomize, validated offline; pod security; the example job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cdseg.launch import build_pytorchjob
+from cdseg.launch.config import LaunchConfig
+
+from .podsecurity import pod_specs, violations
+from .schemas import ROOT, kustomize, load_yaml, validate
+
+TARGETS = ["k8s/base", "k8s/overlays/kind", "k8s/overlays/gpu"]
+LAUNCH_CONFIGS = ["k8s/overlays/kind/launch.yaml", "k8s/overlays/gpu/launch.yaml"]
+EXAMPLE = "k8s/examples/pytorchjob-step0.yaml"
+
+
+def _objects() -> list[tuple[str, dict[str, Any]]]:
+    out = [(t, o) for t in TARGETS for o in kustomize(t)]
+    out += [(EXAMPLE, o) for o in load_yaml(EXAMPLE)]
+    out += [("k8s/base/secret-s3.example.yaml", o) for o in load_yaml("k8s/base/secret-s3.example.yaml")]
+    return out
+
+
+def _id(item: tuple[str, dict[str, Any]]) -> str:
+    where, obj = item
+    return f"{where}:{obj['kind']}/{obj['metadata']['name']}"
+
+
+def _launch_jobs() -> list[tuple[str, dict[str, Any]]]:
+    jobs = []
+    for path in LAUNCH_CONFIGS:
+        cfg = LaunchConfig.model_validate(yaml.safe_load((ROOT / path).read_text()) | {"run": "r", "step": 1})
+        jobs.append((path, build_pytorchjob(cfg.to_spec())))
+    return jobs
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_renders(target: str) -> None:
+    kinds = {o["kind"] for o in kustomize(target)}
+    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "PersistentVolumeClaim"} <= kinds
+    assert all(o["metadata"].get("namespace") == "cdseg" for o in kustomize(target) if o["kind"] != "Namespace")
+
+
+@pytest.mark.parametrize("item", _objects(), ids=_id)
+def test_manifest_is_valid(item: tuple[str, dict[str, Any]]) -> None:
+    assert validate(item[1]) == []
+
+
+@pytest.mark.parametrize("item", _launch_jobs(), ids=lambda i: i[0])
+def test_launcher_job_from_overlay_settings_is_valid(item: tuple[str, dict[str, Any]]) -> None:
+    assert validate(item[1]) == []
+
+
+@pytest.mark.parametrize("item", _objects() + _launch_jobs(), ids=lambda i: f"{i[0]}:{i[1]['kind']}")
+def test_pod_security(item: tuple[str, dict[str, Any]]) -> None:
+    problems = [v for where, pod in pod_specs(item[1]) for v in violations(where, pod)]
+    assert problems == []
+
+
+def test_pod_security_check_catches_violations() -> None:
+    job = _launch_jobs()[0][1]
+    pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["securityContext"]["allowPrivilegeEscalation"] = True
+    del container["securityContext"]["readOnlyRootFilesystem"]
+    del container["resources"]["limits"]["memory"]
+    problems = violations("job", pod)
+    assert any("allowPrivilegeEscalation" in p for p in problems)
+    assert any("readOnlyRootFilesystem" in p for p in problems)
+    assert any("memory in resources.limits" in p for p in problems)
+
+
+def test_kind_overlay_has_no_podmonitor_and_gpu_has_pushgateway() -> None:
+    kind = {(o["kind"], o["metadata"]["name"]) for o in kustomize("k8s/overlays/kind")}
+    gpu = {(o["kind"], o["metadata"]["name"]) for o in kustomize("k8s/overlays/gpu")}
+    assert not any(k == "PodMonitor" for k, _ in kind), "kind has no prometheus-operator CRDs"
+    assert {("Deployment", "cdseg-pushgateway"), ("Service", "cdseg-pushgateway"), ("PodMonitor", "cdseg-trainer")} <= gpu
+    defaults = next(o for o in kustomize("k8s/overlays/gpu") if o["metadata"]["name"] == "cdseg-defaults")
+    assert defaults["data"]["CDSEG_METRICS__PUSHGATEWAY"] == "http://cdseg-pushgateway:9091"
+
+
+def test_overlay_launch_configs_are_in_the_cluster_too() -> None:
+    for target, path in zip(TARGETS[1:], LAUNCH_CONFIGS, strict=True):
+        cm = next(o for o in kustomize(target) if o["metadata"]["name"] == "cdseg-launch")
+        assert cm["data"]["launch.yaml"] == (ROOT / path).read_text()
+
+
+def test_podmonitor_scrapes_the_trainer_metrics_port() -> None:
+    monitor = next(o for o in kustomize("k8s/base") if o["kind"] == "PodMonitor")
+    job = _launch_jobs()[1][1]
+    template = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    for key, value in monitor["spec"]["selector"]["matchLabels"].items():
+        assert template["metadata"]["labels"][key] == value
+    ports = {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+    endpoints = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    assert "metrics" in ports and ports <= endpoints
+
+
+def test_example_job_is_what_the_launcher_builds() -> None:
+    cfg = LaunchConfig.model_validate(yaml.safe_load((ROOT / LAUNCH_CONFIGS[0]).read_text()) | {"step": 0})
+    (example,) = load_yaml(EXAMPLE)
+    assert example == build_pytorchjob(cfg.to_spec()), (
+        "k8s/examples/pytorchjob-step0.yaml is stale; regenerate it (see its header)")
+
+
+def test_kind_gpu_overlays_differ_as_intended() -> None:
+    kind = yaml.safe_load((ROOT / LAUNCH_CONFIGS[0]).read_text())
+    gpu = yaml.safe_load((ROOT / LAUNCH_CONFIGS[1]).read_text())
+    assert kind["gpus"] == 0 and kind["replicas"] == 2 and "cpu" in kind["image"]
+    gpu_job = _launch_jobs()[1][1]
+    container = gpu_job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == gpu["gpus"] and env["NCCL_DEBUG"] == "WARN"
+    shm = next(v for v in gpu_job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["volumes"]
+               if v["name"] == "shm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": gpu["shm_size"]}
+
+
+def test_secret_example_holds_placeholders_only() -> None:
+    (secret,) = load_yaml("k8s/base/secret-s3.example.yaml")
+    assert all(v.startswith("REPLACE_WITH_") for v in secret["stringData"].values())
+    assert not any(o["kind"] == "Secret" for t in TARGETS for o in kustomize(t)), "no Secret is shipped in a kustomization"
+
+
+def test_no_manifest_file_is_left_out() -> None:
+    used: set[Path] = set()
+    for kust in (ROOT / "k8s").rglob("kustomization.yaml"):
+        doc = yaml.safe_load(kust.read_text())
+        for entry in doc.get("resources", []) + [f for g in doc.get("configMapGenerator", []) for f in g.get("files", [])]:
+            path = (kust.parent / entry).resolve()
+            used.add(path)
+    loose = [p.relative_to(ROOT).as_posix() for p in (ROOT / "k8s").rglob("*.yaml")
+             if p.name != "kustomization.yaml" and p.resolve() not in used and "grafana" not in p.parts
+             and p.name not in ("secret-s3.example.yaml",) and "examples" not in p.parts]
+    assert loose == [], "manifests not referenced by any kustomization (so never validated)"

@@ -1,0 +1,118 @@
+"""The PyTorchJob builder: CRD-valid, the operator's webhook rules, names, command, status reading."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cdseg.errors import ConfigError
+from cdseg.launch import JobSpec, VolumeMount, build_pytorchjob, job_name, job_state
+from cdseg.launch.spec import MAX_JOB_NAME, label_value
+
+BASE = JobSpec(run="exp1", step=1, task="222a", image="ghcr.io/cdseg/cdseg:0.1.0",
+               train_args=("--method", "mib-cd", "--data.dataset", "s3://b/prep", "--output", "s3://b/runs/exp1"))
+VARIANTS = {
+    "single-cpu": BASE,
+    "two-cpu-pods": dataclasses.replace(BASE, replicas=2),
+    "gpus": dataclasses.replace(BASE, replicas=4, nproc_per_node=8, gpus=8, shm_size="32Gi",
+                                node_selector={"nvidia.com/gpu.present": "true"},
+                                tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+                                volumes=(VolumeMount("cdseg-data", "/data"), VolumeMount("cache", "/cache")),
+                                image_pull_secrets=("regcred",), priority_class="high", queue="team-a",
+                                active_deadline_s=3600, ttl_s=None, env={"NCCL_DEBUG": "INFO"}),
+    "no-secrets": dataclasses.replace(BASE, s3_secret=None, defaults_config_map=None, service_account=None),
+}
+
+
+def test_container_details() -> None:
+    spec = VARIANTS["gpus"]
+    pod = build_pytorchjob(spec)["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["command"][:4] == ["torchrun", "-m", "cdseg", "train"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert {"memory", "cpu"} <= set(c["resources"]["requests"]) and {"memory", "cpu"} <= set(c["resources"]["limits"])
+    shm = next(v for v in pod["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "32Gi"}
+    assert {"name": "shm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    assert not any(v["name"] == "cache" for v in pod["volumes"]), "a PVC at /cache replaces the emptyDir"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["metrics"] == 9400 and ports["metrics-7"] == 9407
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NCCL_DEBUG"]["value"] == "INFO" and env["TORCH_NCCL_ASYNC_ERROR_HANDLING"]["value"] == "1"
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {
+        "secretKeyRef": {"name": "cdseg-s3", "key": "AWS_SECRET_ACCESS_KEY"}}}
+    assert all("value" not in e for name, e in env.items() if name.startswith("AWS_")), "credentials never literal"
+    assert c["envFrom"] == [{"configMapRef": {"name": "cdseg-defaults", "optional": True}}]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["priorityClassName"] == "high"
+    # torchrun takes nodes, rank and master from the operator's PET_* variables: nothing hard-coded
+    assert not any(a.startswith(("--nnodes", "--node-rank", "--master")) for a in c["command"])
+    cpu_env = {e["name"] for e in build_pytorchjob(BASE)["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+               ["containers"][0]["env"]}
+    assert "NCCL_DEBUG" not in cpu_env
+
+
+def test_labels_and_run_policy() -> None:
+    job = build_pytorchjob(VARIANTS["gpus"])
+    labels = job["metadata"]["labels"]
+    assert labels["cdseg.io/run"] == "exp1" and labels["cdseg.io/step"] == "1" and labels["cdseg.io/task"] == "222a"
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-a"
+    pod_labels = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"]
+    assert pod_labels["cdseg.io/metrics"] == "true" and pod_labels["cdseg.io/step"] == "1"
+    policy = job["spec"]["runPolicy"]
+    assert policy == {"cleanPodPolicy": "Running", "backoffLimit": 3, "activeDeadlineSeconds": 3600}
+    assert build_pytorchjob(BASE)["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 86400
+
+
+def test_train_arguments_get_task_and_step() -> None:
+    cmd = BASE.train_command()
+    assert cmd[4:6] == ["--task.name", "222a"] and cmd[-2:] == ["--task.step", "1"]
+    assert "--method" in cmd
+    explicit = dataclasses.replace(BASE, train_args=("--task.step", "1", "--task.name=222a"))
+    assert explicit.train_command().count("--task.step") == 1
+    with pytest.raises(ConfigError, match="--task.step 2 disagrees with step=1"):
+        dataclasses.replace(BASE, train_args=("--task.step", "2"))
+    with pytest.raises(ConfigError, match="disagrees with task=222a"):
+        dataclasses.replace(BASE, train_args=("--task.name", "6s"))
+
+
+@pytest.mark.parametrize("bad", [{"replicas": 0}, {"step": -1}, {"run": " "}, {"image": ""},
+                                 {"gpus": 1, "nproc_per_node": 2}])
+def test_bad_spec_is_a_config_error(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        dataclasses.replace(BASE, **bad)
+
+
+@pytest.mark.parametrize("run", ["exp1", "A very long experiment name, with spaces/and slashes " * 3, "---", "Ünïcode"])
+@pytest.mark.parametrize("step", [0, 7, 123])
+def test_job_names_are_dns_safe_deterministic_and_short(run: str, step: int) -> None:
+    import re
+
+    name = job_name(run, step)
+    assert name == job_name(run, step)
+    assert len(name) <= MAX_JOB_NAME and len(name + "-worker-99") <= 63
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)
+    assert f"-s{step}-" in name
+    assert re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]?", label_value(run)) and len(label_value(run)) <= 63
+
+
+def test_job_names_differ_per_run_and_step() -> None:
+    names = {job_name(r, s) for r in ("a", "A", "a-", "b") for s in (0, 1)}
+    assert len(names) == 8, "runs differing only in case or punctuation still get distinct names (hash)"
+
+
+@pytest.mark.parametrize(("conditions", "phase"), [
+    ([], "Pending"),
+    ([{"type": "Created", "status": "True"}], "Created"),
+    ([{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}], "Running"),
+    # finished: Running stays in the list with status False, and need not be last
+    ([{"type": "Created", "status": "True"}, {"type": "Succeeded", "status": "True"},
+      {"type": "Running", "status": "False"}], "Succeeded"),
+    ([{"type": "Running", "status": "False"}, {"type": "Failed", "status": "True", "reason": "OOM"}], "Failed"),
+    ([{"type": "Created", "status": "True", "lastTransitionTime": "2026-01-01T00:00:02Z"},
+      {"type": "Restarting", "status": "True", "lastTransitionTime": "2026-01-01T00:00:05Z"},
+      {"type": "Running", "status": "False", "lastTransitionTime": "2026-01-01T00:00:09Z"}], "Restarting"),
+])
+def test_job_state(conditions: list[dict[str, str]], phase: str) -> None:
+    assert job_state({"status": {"conditions": conditions}}).phase == phase
