@@ -1,0 +1,175 @@
+"""One URI-based storage interface: local paths, file://, s3://bucket/key and minio://bucket/key.
+
+Files are written atomically; folders are committed with a manifest (`_cdseg_manifest.json`:
+relative path, size, sha256 of every file) written last, so a half-written folder is never mistaken
+for a complete one. Every object written is checksummed and verified when read back. Remote reads
+go through a local cache keyed by sha256. Only `cdseg.storage.s3` imports boto3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cdseg.storage import local as _local
+from cdseg.storage.config import StorageConfig
+from cdseg.storage.errors import IntegrityError, StorageError
+from cdseg.storage.manifest import MANIFEST_NAME
+from cdseg.storage.uri import is_remote, join, local_path, parse_remote
+
+if TYPE_CHECKING:
+    from cdseg.storage.remote import S3Store
+
+__all__ = [
+    "MANIFEST_NAME",
+    "IntegrityError",
+    "StorageConfig",
+    "StorageError",
+    "configure",
+    "download_dir",
+    "exists",
+    "get_config",
+    "is_remote",
+    "join",
+    "list_dir",
+    "local_dir",
+    "local_file",
+    "read_bytes",
+    "read_text",
+    "staged_dir",
+    "upload_dir",
+    "write_bytes",
+    "write_text",
+]
+
+_lock = threading.Lock()
+_config = StorageConfig()
+_store: S3Store | None = None
+
+
+def configure(cfg: StorageConfig) -> None:
+    """Use `cfg` (endpoint, region, cache, transfer sizes) for every later call in this process."""
+    global _config, _store
+    with _lock:
+        _config = cfg
+        if _store is not None:
+            _store.close()
+        _store = None
+
+
+def get_config() -> StorageConfig:
+    """The settings in use."""
+    return _config
+
+
+def _s3() -> S3Store:
+    global _store
+    with _lock:
+        if _store is None:
+            from cdseg.storage.remote import S3Store
+
+            _store = S3Store(_config)
+        return _store
+
+
+def _call(method: str, uri: str | Path, *args: object) -> Any:
+    remote = parse_remote(str(uri))  # a malformed URI fails before boto3 is imported
+    return getattr(_s3(), method)(remote, *args)
+
+
+def exists(uri: str | Path) -> bool:
+    """True if `uri` is a file/object, a local folder, or a committed remote folder (one with a manifest)."""
+    if is_remote(uri):
+        return _call("exists", uri)
+    return local_path(uri).exists()
+
+
+def read_bytes(uri: str | Path) -> bytes:
+    """The content of a file or object, verified against its recorded sha256 when there is one."""
+    if is_remote(uri):
+        return _call("read_bytes", uri)
+    return _local.read_bytes(local_path(uri))
+
+
+def read_text(uri: str | Path) -> str:
+    """`read_bytes` decoded as UTF-8."""
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_bytes(uri: str | Path, data: bytes) -> None:
+    """Write a file atomically, or an object with its sha256 in the object's metadata."""
+    if is_remote(uri):
+        _call("write_bytes", uri, bytes(data))
+    else:
+        _local.write_bytes(local_path(uri), bytes(data))
+
+
+def write_text(uri: str | Path, text: str) -> None:
+    """`write_bytes` of UTF-8 text."""
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def local_file(uri: str | Path) -> Path:
+    """A local path to read `uri` from: the file itself, or a verified copy in the download cache."""
+    if is_remote(uri):
+        return _call("local_file", uri)
+    return _local.existing_file(local_path(uri))
+
+
+def local_dir(uri: str | Path) -> Path:
+    """A local folder holding `uri`: the folder itself, or a verified cached copy of a committed prefix."""
+    if is_remote(uri):
+        return _call("local_dir", uri)
+    return _local.existing_dir(local_path(uri))
+
+
+@contextlib.contextmanager
+def staged_dir(uri: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty local folder; when the block succeeds, commit it to `uri` (manifest last).
+
+    Locally this is an atomic rename; remotely every file is uploaded, then the manifest. If the
+    block or the upload fails nothing is committed (uploaded objects are removed, best effort).
+    """
+    if not is_remote(uri):
+        with _local.staged_dir(local_path(uri), replace) as tmp:
+            yield tmp
+        return
+    remote = parse_remote(str(uri))
+    store = _s3()
+    store.check_writable_dir(remote, replace)
+    tmp = store.cache.staging_dir()
+    try:
+        yield tmp
+        store.commit_dir(tmp, remote, replace)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def list_dir(uri: str | Path) -> list[str]:
+    """Sorted names of the entries directly inside a folder or prefix (sub-folders without '/')."""
+    if is_remote(uri):
+        return _call("list_dir", uri)
+    return _local.list_dir(local_path(uri))
+
+
+def upload_dir(local: str | Path, uri: str | Path, replace: bool = False) -> None:
+    """Copy the local folder `local` to `uri` as a committed folder (manifest last)."""
+    source = local_path(local)
+    _local.existing_dir(source)
+    if is_remote(uri):
+        remote = parse_remote(str(uri))
+        _s3().commit_dir(source, remote, replace)  # checks for a committed folder itself
+    else:
+        _local.copy_dir(source, local_path(uri), replace)
+
+
+def download_dir(uri: str | Path, local: str | Path, replace: bool = False) -> Path:
+    """Copy the committed folder `uri` into the local folder `local` (atomically) and return it."""
+    target = local_path(local)
+    source = local_dir(uri)
+    _local.copy_dir(source, target, replace)
+    return target
