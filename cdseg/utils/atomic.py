@@ -28,7 +28,11 @@ def atomic_dir(target: Path, *, replace: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
-        _fsync_dir(tmp)
+        _fsync_tree(tmp)
+        # mkdtemp creates 0700; the committed folder gets the permissions a plain mkdir would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if target.exists():
             if not replace:
                 raise FileExistsError(f"{target} already exists")
@@ -71,6 +75,19 @@ def write_bytes_atomic(target: Path, data: bytes) -> None:
 def write_text_atomic(target: Path, text: str) -> None:
     """Write `text` (UTF-8) to `target` atomically."""
     write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under `root` to disk, so the rename commits complete data."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(Path(dirpath))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,86 @@
+"""`IncrementalDataset`: patches of a prepared dataset for one (task, step, split), targets remapped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from cdseg.data.prepared import PreparedDataset
+from cdseg.errors import DataError
+from cdseg.tasks.filters import cached_select
+from cdseg.tasks.task import SPLITS, Task, get_task
+
+
+class IncrementalDataset(Dataset):
+    """Image float32 CxHxW in [0, 1] (not normalised), mask int64 HxW of target indices (255 ignore), metadata.
+
+    Training patches are chosen by `filter_mode`; validation and test use every patch of their
+    scenes (the original filtered and re-labelled those per step, so they scored different pixels at
+    every step). Targets follow `task.label_lut(step, split)`.
+    """
+
+    def __init__(self, prepared: PreparedDataset | str, task: Task | str, step: int, split: str,
+                 filter_mode: str = "overlap", transform: Any = None, seed: int = 1337,
+                 bands: list[str] | None = None) -> None:
+        self.prepared = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset.open(prepared)
+        self.task = task if isinstance(task, Task) else get_task(task)
+        self.step = self.task.check_step(step)
+        if split not in SPLITS:
+            raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        self.split, self.filter_mode, self.seed, self.transform = split, filter_mode, seed, transform
+        have = self.prepared.bands
+        self.bands = list(bands) if bands else have
+        missing = [b for b in self.bands if b not in have]
+        if missing:
+            raise DataError(f"band(s) {', '.join(missing)} are not in {self.prepared.uri}, which has "
+                            f"{', '.join(have)}; choose --data.bands among them or prepare with other --channels")
+        self._band_index = [have.index(b) for b in self.bands]
+        self._all_bands = self._band_index == list(range(len(have)))
+        records = self.prepared.patches(split)
+        if split == "train":
+            chosen = cached_select(self.prepared.fingerprint, self.prepared.histograms(records), self.task, step,
+                                   split, filter_mode, seed)
+            records = [records[i] for i in chosen]
+        self.records = records
+        self.lut = torch.from_numpy(self.task.label_lut(step, split).astype(np.int64))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Name of each target index (0 = background)."""
+        return self.task.class_names(self.step)
+
+    @property
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per-band mean/std of the training scenes (of the [0, 1]-scaled bands), for the model's normalisation."""
+        return {b: self.prepared.manifest["stats"][b] for b in self.bands if b in self.prepared.manifest["stats"]}
+
+    def class_pixels(self) -> np.ndarray:
+        """Pixels per target index over this dataset's patches (from the manifest; before augmentation)."""
+        hist = self.prepared.histograms(self.records).sum(axis=0)
+        out = np.zeros(self.task.num_outputs(self.step), np.int64)
+        lut = self.lut.numpy()
+        for raw, count in enumerate(hist[:-1]):
+            out[lut[raw]] += count
+        return out
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        image, label = self.prepared.read_patch(record)
+        if not self._all_bands:
+            image = image[self._band_index]
+        img = tv_tensors.Image(torch.from_numpy(image).to(torch.float32).div_(255.0))
+        mask = tv_tensors.Mask(self.lut[torch.from_numpy(label).long()])
+        if self.transform is not None:
+            img, mask = self.transform(img, mask)
+        return {
+            "image": img.as_subclass(torch.Tensor).contiguous(),
+            "mask": mask.as_subclass(torch.Tensor).contiguous(),
+            "meta": {"scene": record.scene, "y": record.y, "x": record.x, "index": record.id},
+        }

@@ -1,0 +1,208 @@
+"""`cdseg prepare`: an ISPRS release (or generated scenes) -> a prepared dataset, atomically.
+
+Steps: index the release (folders and zips), pick the scenes and their files, check every header,
+compute the fingerprint (a rerun with the same inputs and options is a no-op), then prepare the scenes
+in parallel into a staged folder and write `manifest.json` last before committing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import warnings
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from cdseg import __version__
+from cdseg.config import dump_config
+from cdseg.data import isprs
+from cdseg.data.config import PrepareConfig
+from cdseg.data.prepared import FORMAT, FORMAT_VERSION, HIST_BINS, MANIFEST
+from cdseg.data.release import SceneFiles, detect_city, group_scenes, index_files, plan_bands
+from cdseg.data.scene_job import SceneJob, check_headers, run_scene_job
+from cdseg.data.uris import configure, exists, is_empty_dir, join, local_input, read_text, staged_output
+from cdseg.errors import DataError
+from cdseg.utils.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
+#: Options that change the output (the fingerprint covers these and the input files).
+_OUTPUT_OPTIONS = ("city", "channels", "dsm", "boundary", "colour_tolerance", "patch_size", "overlap", "max_ignore", "val_fraction",
+                   "val_count", "seed", "scenes", "block_size", "compress")
+
+
+def draw_val(train: list[str], fraction: float, count: int | None, seed: int) -> list[str]:
+    """Whole training scenes held out for validation (at least one scene stays for training)."""
+    n = count if count is not None else int(round(fraction * len(train)))
+    if fraction > 0 and count is None and len(train) >= 2:
+        n = max(n, 1)
+    n = min(n, max(len(train) - 1, 0))
+    if n == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(train), size=n, replace=False)
+    return [train[i] for i in sorted(picked)]
+
+
+def _select_scenes(cfg: PrepareConfig, found: dict[str, SceneFiles], city: str, source: str) -> dict[str, list[str]]:
+    official = isprs.OFFICIAL_SPLITS[city]
+    wanted = set(cfg.scenes) if cfg.scenes else set(found)
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise DataError(f"--scenes names {', '.join(missing)}, not found in {source}; scenes found: "
+                        f"{', '.join(sorted(found)) or 'none'}")
+    unofficial = sorted(wanted - set(official["train"]) - set(official["test"]))
+    if unofficial:
+        log.warning("ignoring scenes that are in neither official split: %s", ", ".join(unofficial))
+    train = [s for s in official["train"] if s in wanted]
+    test = [s for s in official["test"] if s in wanted]
+    if not train and not test:
+        raise DataError(f"{source} has no scene of the official {city} train or test lists; check the folder")
+    val = draw_val(train, cfg.val_fraction, cfg.val_count, cfg.seed)
+    return {"train": [s for s in train if s not in val], "val": val, "test": test}
+
+
+def _jobs(cfg: PrepareConfig, found: dict[str, SceneFiles], city: str, ids: list[str], out: str) -> list[SceneJob]:
+    channels = cfg.channels if cfg.channels != "auto" else ("RGBIR" if city == "potsdam" else "IRRG")
+    if city == "vaihingen" and channels != "IRRG":
+        raise DataError(f"--channels {channels}: the Vaihingen release has only IRRG images; use --channels IRRG")
+    bands = isprs.CHANNEL_BANDS[channels]
+    jobs = []
+    for sid in ids:
+        scene = found[sid]
+        plan = plan_bands(scene, bands)
+        label = scene.label if cfg.boundary else scene.label_nob
+        if label is None:
+            image = next(iter(scene.images.values()))
+            want = isprs.label_name(city, sid, cfg.boundary)
+            raise DataError(f"image {image} has no label {want} in {cfg.input}; add the "
+                            f"{'5_Labels_all' if city == 'potsdam' else 'ground truth'}"
+                            f"{'' if cfg.boundary else ' (noBoundary)'} files or leave the scene out with --scenes")
+        if cfg.dsm and scene.dsm is None:
+            raise DataError(f"scene {sid} has no DSM {isprs.dsm_name(city, sid)} in {cfg.input}; add the DSM files "
+                            "or prepare without --dsm")
+        images = {p: scene.images[p] for p, _ in plan}
+        jobs.append(SceneJob(sid, city, images, plan, label, scene.dsm if cfg.dsm else None, out, cfg.patch_size,
+                             cfg.patch_size - cfg.overlap, cfg.max_ignore, cfg.block_size, cfg.compress,
+                             colour_tolerance=cfg.colour_tolerance))
+    return jobs
+
+
+def fingerprint(cfg: PrepareConfig, city: str, jobs: list[SceneJob]) -> str:
+    """Hash of the format, options and input files (name, size, mtime or CRC) that determine the output."""
+    options = {k: getattr(cfg, k) for k in _OUTPUT_OPTIONS} | {"city": city}
+    files = sorted({(Path(e.archive).name if e.archive else "", e.path if e.archive else Path(e.path).name, e.size, e.stamp)
+                    for j in jobs for e in [*j.images.values(), j.label, j.dsm] if e is not None})
+    blob = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "options": options, "files": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _stats(sums: np.ndarray, bands: list[str]) -> dict[str, dict[str, float]]:
+    """Per-band mean and std from [count, sum, sum of squares] rows (values in [0, 1])."""
+    out = {}
+    for name, (n, total, squares) in zip(bands, sums, strict=True):
+        n = max(n, 1.0)
+        mean = total / n
+        out[name] = {"mean": float(mean), "std": float(np.sqrt(max(squares / n - mean**2, 0.0)))}
+    return out
+
+
+def _run_jobs(jobs: list[SceneJob], workers: int) -> list[dict[str, Any]]:
+    bar = tqdm(total=len(jobs), desc="prepare", unit="scene", disable=None)
+    results = []
+    try:
+        if workers == 1 or len(jobs) == 1:
+            for job in jobs:
+                results.append(run_scene_job(job))
+                bar.update()
+            return results
+        # forkserver: workers start from a clean process, never from a fork of a threaded parent
+        # (GDAL, torch and logging locks held by another thread at fork time can deadlock the child)
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["cdseg.data.scene_job"])  # workers start with numpy and GDAL loaded
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            pending = {pool.submit(run_scene_job, job) for job in jobs}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    if fut.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise fut.exception()  # type: ignore[misc]
+                    results.append(fut.result())
+                    bar.update()
+        return results
+    finally:
+        bar.close()
+
+
+def _manifest(cfg: PrepareConfig, fp: str, city: str, bands: list[str], splits: dict[str, list[str]],
+              results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ids = [s for split in ("train", "val", "test") for s in splits[split]]
+    train_sums = sum((np.asarray(results[s]["band_sums"], np.float64) for s in splits["train"]),
+                     np.zeros((len(bands), 3), np.float64))
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "created_by": f"cdseg {__version__}",
+        "fingerprint": fp, "city": city, "source": cfg.input,
+        "classes": list(isprs.CLASSES), "colours": [list(c) for c in isprs.COLOURS], "ignore_index": isprs.IGNORE_INDEX,
+        "bands": bands, "patch_size": cfg.patch_size, "overlap": cfg.overlap, "stride": cfg.patch_size - cfg.overlap,
+        "boundary": cfg.boundary, "splits": splits,
+        "stats": _stats(train_sums, bands) if splits["train"] else {},
+        "class_pixels": {split: np.sum([results[s]["entry"]["class_pixels"] for s in ids_], axis=0).tolist()
+                         if ids_ else [0] * HIST_BINS for split, ids_ in splits.items()},
+        "scenes": {sid: results[sid]["entry"] for sid in ids},
+        "checksums": {k: v for sid in ids for k, v in results[sid]["checksums"].items()},
+        "patches": {"columns": ["scene", "y", "x", *isprs.CLASSES, "ignore"],
+                    "rows": [row for sid in ids for row in results[sid]["rows"]]},
+    }
+
+
+def run_prepare(cfg: PrepareConfig) -> str:
+    """Prepare `cfg.input` into `cfg.output`; returns the output URI (unchanged if already up to date)."""
+    warnings.filterwarnings("ignore", category=UserWarning, module="rasterio")  # the DSM jpgs carry no georeference
+    configure(cfg)
+    src = local_input(cfg.input)
+    entries = index_files(src)
+    city = detect_city(entries, cfg.input) if cfg.city == "auto" else cfg.city
+    found = group_scenes(entries, city)
+    splits = _select_scenes(cfg, found, city, cfg.input)
+    ids = [s for split in ("train", "val", "test") for s in splits[split]]
+    jobs = _jobs(cfg, found, city, ids, "")
+    fp = fingerprint(cfg, city, jobs)
+    old = read_text(join(cfg.output, MANIFEST))
+    replace = False
+    if old is not None:
+        try:
+            old_fp = json.loads(old).get("fingerprint")
+        except (json.JSONDecodeError, AttributeError):
+            old_fp = None
+        if old_fp == fp and json.loads(old).get("format_version") == FORMAT_VERSION:
+            log.info("%s is up to date (same inputs and options); nothing to do", cfg.output)
+            return cfg.output
+        replace = True
+    elif exists(cfg.output):
+        replace = True
+    if replace and not cfg.overwrite and not is_empty_dir(cfg.output):
+        raise DataError(f"{cfg.output} already exists and was not prepared from these inputs and options; "
+                        "pass --overwrite to replace it or choose another --output")
+    shapes = {job.scene_id: check_headers(job) for job in jobs}
+    channels = cfg.channels if cfg.channels != "auto" else ("RGBIR" if city == "potsdam" else "IRRG")
+    bands = [*isprs.CHANNEL_BANDS[channels], *(["DSM"] if cfg.dsm else [])]
+    with staged_output(cfg.output, replace=replace) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "labels").mkdir()
+        jobs = [SceneJob(**{**job.__dict__, "out": str(tmp), "stats": job.scene_id in splits["train"]}) for job in jobs]
+        results = {r["id"]: r for r in _run_jobs(jobs, cfg.workers)}
+        assert set(shapes) == set(results)
+        manifest = _manifest(cfg, fp, city, bands, splits, results)
+        write_text_atomic(tmp / "config.yaml", dump_config(cfg))
+        write_text_atomic(tmp / MANIFEST, json.dumps(manifest, separators=(",", ":")))  # last: marks it complete
+    n_patches = sum(len(r["rows"]) for r in results.values())
+    log.info("prepared %d scenes (%s) into %s: %d train / %d val / %d test scenes, %d patches", len(ids), ",".join(bands),
+             cfg.output, len(splits["train"]), len(splits["val"]), len(splits["test"]), n_patches)
+    return cfg.output

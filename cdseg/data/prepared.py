@@ -1,0 +1,164 @@
+"""The prepared dataset: per-scene tiled GeoTIFFs plus `manifest.json` (written last).
+
+Layout: `images/<scene>.tif` (C uint8 bands, tiled, with CRS and transform), `labels/<scene>.tif`
+(raw class indices, 255 ignore), `manifest.json` (classes, bands, splits, stats, per-patch class
+histograms, checksums, fingerprint, `format_version`), `config.yaml` (the resolved prepare config).
+Patches are windows of the scene files, read on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from cdseg.data.uris import is_remote, join, local_input, read_text
+from cdseg.errors import DataError
+
+FORMAT = "cdseg-prepared"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+#: Histogram columns of a patch: the six classes, then the ignore label.
+HIST_BINS = 7
+
+
+class PatchRecord(NamedTuple):
+    """One training patch: its scene, top-left pixel and class histogram (6 classes + ignore)."""
+
+    id: int
+    scene: str
+    y: int
+    x: int
+    hist: tuple[int, ...]
+
+
+@dataclass
+class Scene:
+    """A whole scene for evaluation: image CxHxW uint8, label HxW raw indices, georeference."""
+
+    id: str
+    image: np.ndarray
+    label: np.ndarray
+    crs: Any
+    transform: Any
+
+
+def read_manifest(uri: str) -> dict[str, Any]:
+    """The manifest of the prepared dataset at `uri`, checked for format and version."""
+    text = read_text(join(uri, MANIFEST))
+    if text is None:
+        raise DataError(f"{uri} is not a prepared dataset (no {MANIFEST}); run cdseg prepare to create it "
+                        "(an interrupted prepare leaves no manifest)")
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{join(uri, MANIFEST)} is not valid JSON ({exc}); run cdseg prepare again") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{uri} holds a {MANIFEST} that is not a cdseg prepared dataset "
+                        f"(format {manifest.get('format') if isinstance(manifest, dict) else None!r}); "
+                        "point to a folder written by cdseg prepare")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DataError(f"{uri} is a prepared dataset of format version {version}, this cdseg reads version "
+                        f"{FORMAT_VERSION}; run cdseg prepare again to rebuild it")
+    return manifest
+
+
+class PreparedDataset:
+    """A prepared dataset opened for reading (local, or a cached local copy of an s3:// prefix)."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], uri: str | None = None) -> None:
+        self.root = Path(root)
+        self.uri = uri or str(root)
+        self.manifest = manifest
+        self._handles: dict[str, Any] = {}
+        self._pid = os.getpid()
+        columns = manifest["patches"]["columns"]
+        assert columns[:3] == ["scene", "y", "x"], columns
+        self._patches = [PatchRecord(i, r[0], r[1], r[2], tuple(r[3:])) for i, r in enumerate(manifest["patches"]["rows"])]
+        self._scene_split = {sid: split for split, ids in manifest["splits"].items() for sid in ids}
+
+    @classmethod
+    def open(cls, uri: str | Path) -> PreparedDataset:
+        """Open the prepared dataset at `uri` (a folder or an s3:// prefix)."""
+        uri = str(uri)
+        manifest = read_manifest(uri)
+        root = local_input(uri, folder=True) if is_remote(uri) else Path(uri)
+        return cls(root, manifest, uri)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the inputs and options the dataset was made from."""
+        return str(self.manifest["fingerprint"])
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.manifest["bands"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.manifest["patch_size"])
+
+    def scenes(self, split: str) -> list[str]:
+        """Scene ids of a split (train, val or test)."""
+        if split not in self.manifest["splits"]:
+            raise DataError(f"split {split!r} is not in {self.uri}; choose one of {', '.join(self.manifest['splits'])}")
+        return list(self.manifest["splits"][split])
+
+    def patches(self, split: str) -> list[PatchRecord]:
+        """The patch records of a split's scenes."""
+        ids = set(self.scenes(split))
+        return [p for p in self._patches if p.scene in ids]
+
+    def histograms(self, records: list[PatchRecord]) -> np.ndarray:
+        """N x 7 class-pixel counts of `records`."""
+        return np.asarray([r.hist for r in records], dtype=np.int64).reshape(-1, HIST_BINS)
+
+    def _open(self, kind: str, scene: str):
+        if os.getpid() != self._pid:  # a forked DataLoader worker: never share GDAL handles
+            self._handles, self._pid = {}, os.getpid()
+        key = f"{kind}/{scene}"
+        handle = self._handles.get(key)
+        if handle is None:
+            info = self.manifest["scenes"].get(scene)
+            if info is None:
+                raise DataError(f"scene {scene!r} is not in {self.uri}; scenes are {', '.join(sorted(self.manifest['scenes']))}")
+            path = self.root / info[kind]
+            try:
+                handle = rasterio.open(path)
+            except rasterio.errors.RasterioError as exc:
+                raise DataError(f"{path} cannot be read ({exc}); run cdseg prepare again") from exc
+            self._handles[key] = handle
+        return handle
+
+    def read_patch(self, record: PatchRecord, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(image CxHxW uint8, label HxW uint8 raw indices) of one patch."""
+        size = size or self.patch_size
+        window = Window(record.x, record.y, size, size)
+        return self._open("image", record.scene).read(window=window), self._open("label", record.scene).read(1, window=window)
+
+    def read_scene(self, scene_id: str) -> Scene:
+        """A whole scene with its georeference, for evaluation."""
+        image = self._open("image", scene_id)
+        return Scene(scene_id, image.read(), self._open("label", scene_id).read(1), image.crs, image.transform)
+
+    def close(self) -> None:
+        """Close open file handles (they are reopened on demand)."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
