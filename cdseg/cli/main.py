@@ -74,13 +74,12 @@ def add_config_options(parser: argparse.ArgumentParser, model: type) -> None:
             group = parser.add_argument_group(f"{section} options" if section else "options")
             groups[section] = group
         names = [leaf.flag]
-        if "_" in leaf.path:
-            names.append("--" + leaf.path)
         for alias in _aliases(leaf):
             # an older spelling of the option (e.g. the original's --kd.decoder-factor for --kd.weight)
             prefix = leaf.path.rsplit(".", 1)[0] + "." if "." in leaf.path else ""
-            names += [n for n in dict.fromkeys(["--" + (prefix + alias).replace("_", "-"), "--" + prefix + alias])
-                      if n not in names]
+            flag = "--" + (prefix + alias).replace("_", "-")
+            if flag not in names:
+                names.append(flag)
         kwargs: dict[str, object] = {"dest": "cfg:" + leaf.path, "default": argparse.SUPPRESS,
                                   "help": leaf.help.replace("%", "%%")}
         if leaf.is_bool:
