@@ -14,7 +14,7 @@ from pydantic import AliasChoices
 from cdseg import __version__
 from cdseg.cli.command import Command
 from cdseg.config.fields import LeafField, iter_leaf_fields
-from cdseg.errors import UserError
+from cdseg.errors import ConfigError, UserError
 
 log = logging.getLogger("cdseg")
 
@@ -168,7 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         from cdseg.utils.logging import init_logging
 
-        init_logging(ns.log_format or _env("LOG_FORMAT", "text"), (ns.log_level or _env("LOG_LEVEL", "INFO")).upper())
+        fmt = ns.log_format or _env("LOG_FORMAT", "text")
+        level = (ns.log_level or _env("LOG_LEVEL", "INFO")).upper()
+        if fmt not in ("text", "json"):
+            raise ConfigError(f"log format {fmt!r} (CDSEG_LOG_FORMAT) is not text or json; use one of those")
+        if not isinstance(logging.getLevelName(level), int):
+            raise ConfigError(f"log level {level!r} is unknown; use DEBUG, INFO, WARNING or ERROR")
+        init_logging("json" if fmt == "json" else "text", level)
         values = {k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg:")}
         config = None
         if command.config is not None:

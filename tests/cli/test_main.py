@@ -98,3 +98,11 @@ def test_every_registered_command_has_help() -> None:
         assert proc.returncode == 0, f"cdseg {path} --help failed: {proc.stderr[-500:]}"
         assert "--log-format" in proc.stdout
     assert not missing, f"commands without a module: {missing}"
+
+
+def test_bad_log_settings_are_exit_2(echo: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CDSEG_LOG_FORMAT", "xml")
+    assert cli_main.main(["echo"]) == 2
+    assert "CDSEG_LOG_FORMAT" in capsys.readouterr().err
+    monkeypatch.delenv("CDSEG_LOG_FORMAT")
+    assert cli_main.main(["echo", "--log-level", "chatty"]) == 2

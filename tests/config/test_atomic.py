@@ -35,9 +35,8 @@ def test_atomic_dir_replace_keeps_old_until_done(tmp_path: Path) -> None:
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(FileExistsError):
-        with atomic_dir(target):
-            pass
+    with pytest.raises(FileExistsError), atomic_dir(target):
+        pass
     with pytest.raises(KeyboardInterrupt), atomic_dir(target, replace=True) as tmp:
         (tmp / "new.txt").write_text("new")
         raise KeyboardInterrupt
