@@ -1,0 +1,54 @@
+"""Report component: every step's evaluation -> one Markdown + HTML report with plots."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Markdown, Output
+
+from components.settings import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def report(
+    report_dir: Output[Artifact],
+    report_html: Output[HTML],
+    summary: Output[Markdown],
+    step_0: Input[Artifact] | None = None,
+    step_1: Input[Artifact] | None = None,
+    step_2: Input[Artifact] | None = None,
+    step_3: Input[Artifact] | None = None,
+    step_4: Input[Artifact] | None = None,
+    step_5: Input[Artifact] | None = None,
+) -> str:
+    """Compare the steps of a run (mIoU of old / new / all classes per step, forgetting per class).
+
+    Args:
+        report_dir: the report folder (report.md, report.html, plots, the metrics it was built from).
+        report_html: the report as one self-contained HTML page (plots inlined).
+        summary: the report's Markdown.
+        step_0 .. step_5: the evaluate component's `results` of each step (KFP has no list-of-artifacts input
+            outside ParallelFor, and no ISPRS task has more than 6 steps).
+
+    Returns:
+        The per-step table as Markdown.
+    """
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from cdseg.errors import ConfigError
+    from cdseg.report import build_report
+    from components.artifacts import setup_logging
+    from components.report import render
+
+    setup_logging()
+    inputs = [a for a in (step_0, step_1, step_2, step_3, step_4, step_5) if a is not None]
+    if not inputs:
+        raise ConfigError("report: no evaluation results; connect the evaluate tasks' results to step_0, step_1, ...")
+    metrics_list = [json.loads((Path(a.path) / "metrics.json").read_text()) for a in inputs]
+    with tempfile.TemporaryDirectory(prefix="cdseg-report-") as tmp:
+        out = Path(tmp) / "report"
+        build_report(metrics_list, str(out))
+        render.publish(str(out), metrics_list, report_dir=report_dir.path, html_path=report_html.path,
+                       md_path=summary.path)
+    table = render.step_table(metrics_list)
+    report_dir.metadata["steps"] = len(metrics_list)
+    return table

@@ -1,0 +1,15 @@
+"""Defaults shared by the components (no kfp import: component bodies and the CLI read them too)."""
+
+from __future__ import annotations
+
+from cdseg import __version__
+
+#: The project's image (docker/Dockerfile): cdseg, its dependencies and kfp baked in, so components
+#: compile with `install_kfp_package=False` and nothing is downloaded when a pod starts.
+DEFAULT_IMAGE = f"ghcr.io/cdseg/cdseg:{__version__}"
+
+#: Launch modes of the train component.
+LAUNCH_MODES = ("local", "pytorchjob")
+
+#: The report component takes one optional input per step; ISPRS has 6 classes, so no task has more steps.
+MAX_STEPS = 6

@@ -1,0 +1,130 @@
+"""The train component's `pytorchjob` mode: stage inputs on shared storage, run the step as a PyTorchJob.
+
+The job's pods never depend on this pod's filesystem: the dataset and the previous checkpoint are
+passed by URI (s3://, or a path on a PVC mounted in both this pod and the job's pods) and the job
+writes its checkpoint under `workdir`. `cdseg.launch.run_job` creates (or, on a KFP retry, adopts)
+the job, streams the master's log here, and raises when the job fails, times out or cannot start,
+which fails the KFP step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from components import artifacts
+from components.train.run import TrainRequest, default_image, train_config
+
+log = logging.getLogger("cdseg.components.train")
+
+#: the namespace of the pod we run in (KFP multi-user: the profile's namespace)
+_POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def reachable(uri: str, workdir: str) -> bool:
+    """Whether the job's pods can read `uri`: object storage, or a path under workdir (the shared volume)."""
+    from cdseg import storage
+
+    if storage.is_remote(uri):
+        return True
+    return not storage.is_remote(workdir) and Path(uri).resolve().is_relative_to(Path(workdir).resolve())
+
+
+def stage(uri: str, dest: str) -> None:
+    """Copy the folder `uri` to `dest` on shared storage (once: a KFP retry finds it there already)."""
+    from cdseg import storage
+
+    if uri != dest and not storage.exists(storage.join(dest, storage.MANIFEST_NAME)):
+        log.info("staging %s -> %s for the job's pods", uri, dest)
+        storage.upload_dir(uri, dest, replace=True)
+
+
+def train_args(cli: dict[str, Any]) -> list[str]:
+    """`cdseg train` arguments for the resolved options (`--section.field value`, `--[no-]flag` for booleans)."""
+    args: list[str] = []
+    for key, value in cli.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif value is None:
+            args += [flag, "none"]
+        elif isinstance(value, (list, dict, tuple)):
+            args += [flag, json.dumps(value)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def namespace_of(req: TrainRequest) -> str:
+    """The job's namespace: the one given, else this pod's, else `cdseg`."""
+    if req.namespace:
+        return req.namespace
+    try:
+        return _POD_NAMESPACE.read_text().strip() or "cdseg"
+    except OSError:
+        return "cdseg"
+
+
+def api_clients(api_host: str) -> Any:
+    """Kubernetes API clients: for `api_host` when given (tests, a proxy), else in-cluster / kubeconfig."""
+    from cdseg.launch import KubeApis, connect
+    from cdseg.launch.kube import kubernetes
+
+    if not api_host:
+        return connect()
+    k = kubernetes()
+    return KubeApis.from_api_client(k.client.ApiClient(k.client.Configuration(host=api_host.rstrip("/"))))
+
+
+def run_as_pytorchjob(req: TrainRequest, *, data: Any, prev_model: Any, poll_s: float | None = None) -> str:
+    """Run the step as a PyTorchJob and return the URI of the checkpoint it wrote."""
+    from cdseg import storage
+    from cdseg.launch import JobSpec, RunOptions, VolumeMount, run_job
+
+    base = storage.join(req.workdir, "runs", req.run_id)
+    moves: list[tuple[str, str]] = []  # (artifact location, shared copy) to stage
+
+    def shared(uri: str, dest: str) -> str:
+        if reachable(uri, req.workdir):
+            return uri
+        moves.append((uri, dest))
+        return dest
+
+    data_uri = shared(artifacts.location(data), storage.join(base, "data"))
+    prev_uri = None
+    if prev_model is not None:
+        prev_uri = shared(artifacts.location(prev_model), storage.join(base, "inputs", f"step-{req.step - 1}"))
+    output = storage.join(base, req.method)
+    cfg = train_config(req, data_uri, prev_uri, output)  # invalid options fail here, before any copy or API call
+    if isinstance(getattr(cfg, "storage", None), storage.StorageConfig):
+        storage.configure(cfg.storage)  # endpoint / region from CDSEG_STORAGE__* (the pipeline's ConfigMap)
+    for uri, dest in moves:
+        stage(uri, dest)
+    cli = artifacts.typed_options(type(cfg), {**req.hparams, **req.options})
+    cli.update({"method": req.method, "data.dataset": data_uri, "output": output})
+    if prev_uri:
+        cli["prev_checkpoint"] = prev_uri
+    resources: dict[str, Any] = {}
+    if req.cpu:
+        resources["cpu"] = req.cpu
+    if req.memory:
+        resources["memory"] = req.memory
+    spec = JobSpec(
+        run=req.run_id, task=req.task, step=req.step, image=default_image(req.image), train_args=tuple(train_args(cli)),
+        namespace=namespace_of(req), replicas=1 + req.num_workers, nproc_per_node=req.nproc, gpus=req.gpus_per_node,
+        node_selector={str(k): str(v) for k, v in (req.node_selector or {}).items()},
+        tolerations=tuple(req.tolerations or ()),
+        volumes=(VolumeMount(req.pvc_name, req.pvc_mount),) if req.pvc_name else (),
+        active_deadline_s=req.job_timeout_s, **resources,
+    )
+    options = RunOptions(timeout_s=float(req.job_timeout_s), handle_signals=False)
+    if poll_s is not None:
+        options.watch_window_s, options.pod_check_s, options.delete_wait_s = poll_s, poll_s, poll_s
+    log.info("step %d as PyTorchJob %s/%s (%d pod(s) x %d process(es), image %s)", req.step, spec.namespace,
+             spec.name, spec.replicas, spec.nproc_per_node, spec.image)
+    result = run_job(spec, apis=api_clients(req.api_host), options=options,
+                     log_sink=lambda line: print(f"[{spec.name}] {line}", flush=True))
+    log.info("PyTorchJob %s succeeded in %.0f s", result.name, result.duration_s)
+    return str(storage.join(output, f"step-{req.step}", "model"))

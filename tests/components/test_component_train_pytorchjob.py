@@ -1,0 +1,140 @@
+"""The train component in `pytorchjob` mode against kmock (a Kubernetes API emulator) with a fake operator.
+
+The component's Python function is called directly (`train_step.python_func`) with kmock's URL as the
+API host: a job that succeeds fills the Model artifact from the checkpoint it wrote on shared storage; a
+job that fails fails the step (the exception reaches KFP), leaving the Model artifact empty. The dataset
+and the previous checkpoint are local artifacts here, so the component must stage them under workdir.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kfp import dsl
+from launch.cluster import FakeCluster, make_cluster
+
+from cdseg.errors import ConfigError
+from cdseg.launch import JobFailedError, job_name
+from components.train import train_step
+
+RUN = "run-0123"
+
+
+@pytest.fixture()
+def cluster() -> Iterator[FakeCluster]:
+    yield from make_cluster(namespace="cdseg")
+
+
+def folder(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return path
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> dict[str, Any]:
+    """A 'prepared dataset' and a step-0 checkpoint as local artifacts, outside workdir."""
+    data = folder(tmp_path / "artifacts" / "dataset", {"manifest.json": "{}"})
+    prev = folder(tmp_path / "artifacts" / "step0", {"model.json": json.dumps({"task": "222a", "step": 0}),
+                                                     "model.safetensors": "w0"})
+    return {
+        "data": dsl.Dataset(name="dataset", uri=str(data), metadata={}),
+        "prev_model": dsl.Model(name="model", uri=str(prev), metadata={}),
+        "model": dsl.Model(name="model", uri=str(tmp_path / "artifacts" / "step1"), metadata={}),
+        "workdir": tmp_path / "shared",
+    }
+
+
+def trained_checkpoint(workdir: Path, method: str, step: int) -> Path:
+    """Where the job writes its checkpoint (<workdir>/runs/<run>/<method>/step-<k>/model); the test plays the trainer."""
+    card = {"task": "222a", "step": step, "method": method, "sha256": "ab" * 32, "classes": [["background", "x"]]}
+    return folder(workdir / "runs" / RUN / method / f"step-{step}" / "model",
+                  {"model.json": json.dumps(card), "model.safetensors": "w1"})
+
+
+def call(cluster: FakeCluster, inputs: dict[str, Any], **overrides: Any) -> str:
+    kwargs: dict[str, Any] = dict(
+        task="222a", step=1, method="mib-cd", data=inputs["data"], model=inputs["model"],
+        prev_model=inputs["prev_model"], options={"trainer.epochs": 2.0}, launch_mode="pytorchjob",
+        workdir=str(inputs["workdir"]), namespace="cdseg", run_id=RUN, api_host=cluster.url, image="img:1",
+        num_workers=1, gpus_per_node=0, job_timeout_s=60,
+    )
+    kwargs.update(overrides)
+    return train_step.python_func(**kwargs)
+
+
+def created_job(cluster: FakeCluster) -> dict[str, Any]:
+    posts = [r for r in cluster.launcher_requests() if r.method.value == "POST" and "/pytorchjobs" in r.url.path]
+    assert len(posts) == 1
+    body = posts[0].data
+    return body if isinstance(body, dict) else json.loads(body)
+
+
+def master_args(job: dict[str, Any]) -> list[str]:
+    container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    return [*container.get("command", []), *container.get("args", [])]
+
+
+def arg(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_success_fills_the_model_from_shared_storage(cluster: FakeCluster, inputs: dict[str, Any]) -> None:
+    name = job_name(RUN, 1)
+    ckpt = trained_checkpoint(inputs["workdir"], "mib-cd", 1)
+    op = cluster.spawn(cluster.operator(name, ["Created", "Running", "Succeeded"], log=b"epoch 1\nepoch 2\n"))
+    uri = call(cluster, inputs)
+    op.result(10)
+    assert Path(uri) == ckpt
+    model = inputs["model"]
+    assert (Path(model.path) / "model.safetensors").read_text() == "w1"
+    assert model.metadata["uri"] == uri
+    assert model.metadata["task"] == "222a" and model.metadata["step"] == 1 and model.metadata["method"] == "mib-cd"
+    assert model.metadata["checksum"] == "ab" * 32
+
+    args = master_args(created_job(cluster))
+    shared = inputs["workdir"].resolve()
+    # the job reads its inputs from shared storage, never from this pod's artifact paths
+    data_uri, prev_uri = arg(args, "--data.dataset"), arg(args, "--prev-checkpoint")
+    assert Path(data_uri).is_relative_to(shared) and (Path(data_uri) / "manifest.json").is_file()
+    assert Path(prev_uri).is_relative_to(shared) and (Path(prev_uri) / "model.safetensors").read_text() == "w0"
+    assert arg(args, "--output") == str(shared / "runs" / RUN / "mib-cd")
+    assert arg(args, "--trainer.epochs") == "2"
+    assert arg(args, "--task.step") == "1" and arg(args, "--method") == "mib-cd"
+    job = created_job(cluster)
+    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+
+
+def test_failed_job_fails_the_step(cluster: FakeCluster, inputs: dict[str, Any]) -> None:
+    name = job_name(RUN, 1)
+    op = cluster.spawn(cluster.operator(name, ["Created", "Running", "Failed"], log=b"Traceback\nCUDA error\n",
+                                        reason="PyTorchJobFailed", message="master exited with code 1"))
+    with pytest.raises(JobFailedError) as info:
+        call(cluster, inputs)
+    op.result(10)
+    assert "PyTorchJobFailed" in str(info.value) or "code 1" in str(info.value)
+    assert not Path(inputs["model"].path).exists() or not any(Path(inputs["model"].path).iterdir())
+
+
+def test_pytorchjob_mode_needs_shared_storage(cluster: FakeCluster, inputs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="workdir"):
+        call(cluster, inputs, workdir="")
+    assert not cluster.launcher_requests(), "nothing may reach the cluster before the parameters are valid"
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"launch_mode": "slurm"}, "launch_mode"),
+    ({"prev_model": None}, "needs prev_model"),
+    ({"options": {"output": "/elsewhere"}}, "set by the component"),
+    ({"nproc": 0}, "nproc"),
+])
+def test_bad_parameters_fail_before_the_cluster(cluster: FakeCluster, inputs: dict[str, Any],
+                                                overrides: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        call(cluster, inputs, **overrides)
+    assert not cluster.launcher_requests()

@@ -1,0 +1,147 @@
+"""The compiled pipeline's structure: the chain of steps, the previous-model edges, the parameters.
+
+Compiled in memory for each shipped task (step counts from cdseg.tasks), plus the step-0 import variant
+and the compile-time options (retries, accelerator, PVC). Runtime behaviour is in test_pipeline_local.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cdseg.tasks import get_task
+
+
+def compile_docs(tmp_path: Path, task: str, **build: Any) -> list[dict[str, Any]]:
+    from kfp import compiler
+
+    from pipelines import BuildOptions, make_pipeline
+
+    path = tmp_path / f"{task}.yaml"
+    compiler.Compiler().compile(make_pipeline(task, options=BuildOptions(**build)), str(path))
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def tasks_by_step(spec: dict[str, Any], component: str) -> dict[int, tuple[str, dict[str, Any]]]:
+    """{step: (task name, task)} of the tasks running `component` (train-step / evaluate)."""
+    out = {}
+    tasks = spec["root"]["dag"]["tasks"]
+    for name, task in tasks.items():
+        if task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789") != component:
+            continue
+        if component == "train-step":
+            step = int(task["inputs"]["parameters"]["step"]["runtimeValue"]["constant"])
+        else:  # evaluate: the step of the model it evaluates
+            producer = task["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"]
+            step = int(tasks[producer]["inputs"]["parameters"]["step"]["runtimeValue"]["constant"]) \
+                if producer.startswith("train-step") else 0
+        out[step] = (name, task)
+    return out
+
+
+def producer(task: dict[str, Any], artifact: str) -> tuple[str, str]:
+    ref = task["inputs"]["artifacts"][artifact]["taskOutputArtifact"]
+    return ref["producerTask"], ref["outputArtifactKey"]
+
+
+@pytest.mark.parametrize("task_name", ["offline", "222a", "321", "6s"])
+def test_chain_of_steps(tmp_path: Path, task_name: str) -> None:
+    spec = compile_docs(tmp_path, task_name)[0]
+    n = get_task(task_name).num_steps
+    trains, evals = tasks_by_step(spec, "train-step"), tasks_by_step(spec, "evaluate")
+    assert sorted(trains) == list(range(n)) and sorted(evals) == list(range(n))
+    for k in range(n):
+        name, train = trains[k]
+        assert producer(train, "data") == ("prepare", "dataset")
+        assert train["inputs"]["parameters"]["task"]["runtimeValue"]["constant"] == task_name
+        if k == 0:
+            assert "prev_model" not in train["inputs"].get("artifacts", {}), "step 0 starts from scratch"
+        else:
+            assert producer(train, "prev_model") == (trains[k - 1][0], "model"), f"step {k} must start from step {k - 1}"
+        ev = evals[k][1]
+        assert producer(ev, "model") == (name, "model")
+        assert producer(ev, "data") == ("prepare", "dataset")
+    report = spec["root"]["dag"]["tasks"]["report"]
+    assert [producer(report, f"step_{k}") for k in range(n)] == [(evals[k][0], "results") for k in range(n)]
+    assert spec["pipelineInfo"]["name"] == f"cdseg-{task_name}"
+
+
+def test_parameters_and_defaults(tmp_path: Path) -> None:
+    from cdseg.train.config import TrainConfig
+    from components import DEFAULT_IMAGE
+
+    spec = compile_docs(tmp_path, "222a")[0]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert "defaultValue" not in params["source"], "the release has no sensible default: it is required"
+    defaults = {k: v.get("defaultValue") for k, v in params.items()}
+    assert defaults["method"] == "mib-cd"
+    assert defaults["launch_mode"] == "local"
+    assert defaults["image"] == DEFAULT_IMAGE
+    trainer = TrainConfig.model_fields["trainer"].default_factory()  # type: ignore[misc]
+    assert defaults["epochs"] == trainer.epochs and defaults["batch_size"] == trainer.batch_size
+    assert defaults["train_options"] == {} and defaults["node_selector"] == {} and defaults["tolerations"] == []
+    # every train task gets the run-time knobs from the pipeline parameters, not constants
+    for _, train in tasks_by_step(spec, "train-step").values():
+        p = train["inputs"]["parameters"]
+        for name, param in [("method", "method"), ("launch_mode", "launch_mode"), ("image", "image"),
+                            ("options", "train_options"), ("workdir", "workdir"), ("nproc", "nproc")]:
+            assert p[name] == {"componentInputParameter": param}
+        assert p["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+
+
+def test_executors_install_nothing_and_use_the_image_parameter(tmp_path: Path) -> None:
+    spec = compile_docs(tmp_path, "222a")[0]
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor["container"]
+        text = " ".join(container["command"])
+        assert "pip install" not in text, f"{name} would pip-install at pod start"
+        assert container["image"] == "{{$.inputs.parameters['pipelinechannel--image']}}"
+        assert container["resources"]["resourceCpuLimit"] == "{{$.inputs.parameters['pipelinechannel--cpu_limit']}}"
+
+
+def test_retries_and_kubernetes_settings(tmp_path: Path) -> None:
+    docs = compile_docs(tmp_path, "222a", retries=2, accelerator_type="nvidia.com/gpu", accelerator_count=1,
+                        pvc_name="cdseg-work")
+    spec, platform = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        assert task["retryPolicy"]["maxRetryCount"] == 2, name
+    trains = tasks_by_step(spec, "train-step")
+    for name, _ in trains.values():
+        executor = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]["resources"]
+        assert executor["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        k8s = platform[f"exec-{name}"]
+        assert k8s["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "node_selector"}}
+        assert k8s["tolerations"] == [{"tolerationJson": {"componentInputParameter": "tolerations"}}]
+        assert k8s["pvcMount"][0]["mountPath"] == "/mnt/cdseg"
+    assert platform["exec-prepare"]["pvcMount"][0]["constant"] == "cdseg-work"
+
+
+def test_import_step0_variant(tmp_path: Path) -> None:
+    spec = compile_docs(tmp_path, "222a", import_step0=True)[0]
+    trains = tasks_by_step(spec, "train-step")
+    assert sorted(trains) == [1, 2]
+    tasks = spec["root"]["dag"]["tasks"]
+    importers = [n for n, t in tasks.items() if "importer" in t["componentRef"]["name"]]
+    assert len(importers) == 1
+    assert producer(trains[1][1], "prev_model") == (importers[0], "artifact")
+
+
+def test_build_options_match_the_cli_section() -> None:
+    from cdseg.cli.pipeline import BuildSection
+    from pipelines import BuildOptions
+
+    cli = set(BuildSection.model_fields)
+    factory = {f.name for f in dataclasses.fields(BuildOptions)}
+    assert cli <= factory, "every CLI build option must reach the factory"
+    assert factory - cli <= {"import_step0", "extra_labels"}, "a compile-time option is missing from the CLI"
+
+
+def test_unsupported_step_counts_are_refused() -> None:
+    from pipelines import make_pipeline
+
+    with pytest.raises(ValueError, match="num_steps=7"):
+        make_pipeline("222a", num_steps=7)
