@@ -278,9 +278,10 @@ def _write(cfg: TestConfig, eval_uri: str, metrics: dict[str, Any], preds: dict[
         if preview_ids:
             (tmp / "previews").mkdir()
         for scene_id in metrics["dataset"]["scenes"]:
+            if not (cfg.eval.geotiff or scene_id in preview_ids):
+                continue  # only the metrics were wanted for this scene (its prediction was not kept)
             pred = preds[scene_id]
-            if cfg.eval.geotiff or scene_id in preview_ids:
-                scene = dataset.read_scene(scene_id)  # rank 0 re-reads the inputs: only predictions travel
+            scene = dataset.read_scene(scene_id)  # rank 0 re-reads the inputs: only predictions travel
             if cfg.eval.geotiff:
                 outputs.prediction_geotiff(tmp / "predictions" / f"{scene_id}.tif", pred, scene.crs, scene.transform,
                                            setup.class_names)

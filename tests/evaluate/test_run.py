@@ -119,6 +119,14 @@ def test_whole_scene_evaluation_writes_every_output(world: dict[str, Any]) -> No
     assert "| new |" in (out / "metrics.md").read_text()
 
 
+def test_without_geotiffs_only_previews_are_written(world: dict[str, Any]) -> None:
+    tmp = world["tmp"]
+    assert main(args(tmp, "--no-eval.geotiff")) == 0  # 2 scenes, 1 preview: the other scene needs no prediction
+    out = tmp / "run" / "step-1" / "eval"
+    assert (out / "previews" / "s1.png").is_file() and not (out / "predictions").exists()
+    assert (out / "metrics.json").is_file()
+
+
 def test_same_evaluation_again_is_a_noop_and_a_different_one_is_refused(world: dict[str, Any]) -> None:
     tmp = world["tmp"]
     assert main(args(tmp)) == 0
