@@ -10,6 +10,7 @@ Treat both as read-only; copy them (shutil.copytree) to modify.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,45 @@ def prepared_dataset(synth_release: Path, tmp_path_factory: pytest.TempPathFacto
     run_prepare(PrepareConfig(input=str(synth_release), output=str(out), patch_size=PATCH_SIZE, overlap=0,
                               val_count=1, seed=0))
     return out
+
+
+@pytest.fixture
+def s3_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """moto's S3 server on a free loopback port (real HTTP, real boto3); yields its endpoint URL.
+
+    Credentials are fake, nothing leaks in from the machine's AWS set-up, and the download cache is
+    private to the test. cdseg.storage is reset to its defaults afterwards.
+    """
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    from cdseg import storage
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("CDSEG_CACHE_DIR", str(tmp_path / "s3-cache"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        storage.configure(storage.StorageConfig())
+
+
+def make_bucket(endpoint: str, name: str) -> None:
+    """Create bucket `name` on the S3 server at `endpoint`."""
+    from cdseg.storage import StorageConfig
+    from cdseg.storage.s3 import make_client
+
+    make_client(StorageConfig(endpoint_url=endpoint)).create_bucket(Bucket=name)

@@ -253,36 +253,12 @@ def test_headline_numbers_are_pushed_to_a_pushgateway(world: dict[str, Any]) -> 
 
 
 @pytest.fixture
-def s3_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """A bucket on moto's S3 server on loopback (real HTTP, real boto3); yields (root URI, endpoint)."""
-    import socket
+def s3_root(s3_server: str) -> tuple[str, str]:
+    """A bucket on moto's S3 server on loopback (real HTTP, real boto3): (root URI, endpoint)."""
+    from conftest import make_bucket
 
-    from moto.server import ThreadedMotoServer
-
-    from cdseg import storage
-    from cdseg.storage import StorageConfig
-    from cdseg.storage.s3 import make_client
-
-    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("CDSEG_CACHE_DIR", str(tmp_path / "cache"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    make_client(StorageConfig(endpoint_url=endpoint)).create_bucket(Bucket="evals")
-    try:
-        yield "s3://evals/runs", endpoint
-    finally:
-        storage.configure(StorageConfig())
-        server.stop()
+    make_bucket(s3_server, "evals")
+    return "s3://evals/runs", s3_server
 
 
 def test_evaluation_and_report_on_s3(world: dict[str, Any], s3_root: tuple[str, str]) -> None:

@@ -3,12 +3,9 @@ the bucket, and a restarted pod with an empty work folder resumes from the bucke
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,34 +16,12 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture()
-def bucket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
-    from moto.server import ThreadedMotoServer
+def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    from conftest import make_bucket
 
-    from cdseg.storage import StorageConfig
-    from cdseg.storage.s3 import make_client
-
-    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "CDSEG_CACHE_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("CDSEG_WORK_DIR", str(tmp_path / "work"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = make_client(StorageConfig(endpoint_url=endpoint))
-    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-        client.create_bucket(Bucket="runs")
-    yield {"endpoint": endpoint, "root": f"s3://runs/{uuid.uuid4().hex[:8]}", "cache": str(tmp_path / "cache")}
-    server.stop()
-    import cdseg.storage as storage
-
-    storage.configure(StorageConfig())
+    make_bucket(s3_server, "runs")
+    return {"endpoint": s3_server, "root": f"s3://runs/{uuid.uuid4().hex[:8]}", "cache": str(tmp_path / "cache")}
 
 
 def test_s3_output_chain_and_resume_from_bucket(prepared_dataset: Path, bucket: dict[str, str], tmp_path: Path) -> None:
