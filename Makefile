@@ -40,7 +40,7 @@ test-all: setup
 
 lint: setup
 	$(VENV)/bin/ruff check cdseg components pipelines tests
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --config .importlinter
 
 typecheck: setup
 	$(VENV)/bin/mypy cdseg

@@ -81,3 +81,17 @@ def test_scan_sees_the_package() -> None:
     # guards the two tests above against passing vacuously
     assert any(p.name == "main.py" for p in _sources())
     assert "cdseg.errors" in _imports(ROOT / "cdseg" / "cli" / "main.py")
+
+
+def test_import_linter_contracts() -> None:
+    """The same architecture as import-linter contracts (.importlinter), on the real import graph."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("lint-imports") or str(Path(__import__("sys").executable).parent / "lint-imports")
+    if not Path(exe).exists():
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    proc = subprocess.run([exe, "--config", str(ROOT / ".importlinter"), "--no-cache"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout
