@@ -109,7 +109,7 @@ def format_validation_error(exc: ValidationError) -> str:
             parts.append(f"unknown option {flag}; check the spelling (cdseg <command> --help lists them)")
             continue
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f"={value!r}"
+        shown = "" if isinstance(value, dict) else f"={value}" if isinstance(value, str) else f"={value!r}"
         parts.append(f"invalid {flag}{shown}: {err['msg']}")
     return "; ".join(parts)
 

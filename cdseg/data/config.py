@@ -7,11 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cdseg.config import Section
-
-try:  # the storage engineer's section; absent in a tree without cdseg.storage
-    from cdseg.storage.config import StorageConfig
-except ImportError:  # pragma: no cover - depends on the tree
-    StorageConfig = None  # type: ignore[assignment,misc]
+from cdseg.storage.config import StorageConfig
 
 POTSDAM_PRODUCT_NAMES = ("RGB", "IRRG", "RGBIR", "labels", "labels_noBoundary", "DSM")
 
@@ -30,11 +26,9 @@ class SynthConfig(Section):
     products: list[str] = Field(list(POTSDAM_PRODUCT_NAMES),
                                 description=f"Potsdam products to write, any of {', '.join(POTSDAM_PRODUCT_NAMES)}")
     zip: bool = Field(False, description="pack each product as the release's zip file instead of a folder")
-    workers: int = Field(1, description="scenes generated in parallel (processes)")
+    workers: int = Field(1, ge=1, description="scenes generated in parallel (processes)")
     overwrite: bool = Field(False, description="replace an existing output folder")
-    if StorageConfig is not None:
-        storage: StorageConfig = Field(default_factory=StorageConfig,  # type: ignore[arg-type]
-                                       description="object storage for s3:// URIs")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="object storage for s3:// URIs")
 
     @field_validator("size")
     @classmethod
@@ -63,13 +57,6 @@ class SynthConfig(Section):
         bad = [p for p in v if p not in POTSDAM_PRODUCT_NAMES]
         if bad or not v:
             raise ValueError(f"products={v} is not allowed; choose from {', '.join(POTSDAM_PRODUCT_NAMES)}")
-        return v
-
-    @field_validator("workers")
-    @classmethod
-    def _workers(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"workers={v} must be >= 1")
         return v
 
     @model_validator(mode="after")
@@ -107,7 +94,7 @@ class PrepareConfig(Section):
                                                     "(overrides val_fraction)")
     seed: int = Field(0, description="seed of the validation scene draw")
     scenes: list[str] = Field([], description="only these scene ids (e.g. 2_10,area1); default: all found")
-    workers: int = Field(1, description="scenes processed in parallel (processes)")
+    workers: int = Field(1, ge=1, description="scenes processed in parallel (processes)")
     block_size: int = Field(256, description="GeoTIFF tile size in pixels of the prepared scenes")
     compress: Literal["none", "lzw", "deflate", "zstd"] = Field("none", description="GeoTIFF compression of the prepared "
                                                                                   "images and labels (none is fastest, "
@@ -142,22 +129,13 @@ class PrepareConfig(Section):
             raise ValueError(f"{v} is not a fraction; use 0..1")
         return v
 
-    @field_validator("workers")
-    @classmethod
-    def _workers(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"workers={v} must be >= 1")
-        return v
-
     @model_validator(mode="after")
     def _overlap(self) -> PrepareConfig:
         if self.overlap >= self.patch_size:
             raise ValueError(f"overlap={self.overlap} px must be smaller than patch_size={self.patch_size} px")
         return self
 
-    if StorageConfig is not None:
-        storage: StorageConfig = Field(default_factory=StorageConfig,  # type: ignore[arg-type]
-                                       description="object storage for s3:// URIs")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="object storage for s3:// URIs")
 
 
 class DataConfig(Section):

@@ -64,7 +64,7 @@ def test_preset_never_overrides_explicit_values() -> None:
     [
         ({"trainer.batch_size": "0"}, "--trainer.batch-size"),
         ({"trainer.mode": "noov"}, "split"),
-        ({"lr": "fast"}, "--lr='fast'"),
+        ({"lr": "fast"}, "--lr=fast"),
     ],
 )
 def test_errors_name_the_option(cli: dict[str, Any], expected: str) -> None:
