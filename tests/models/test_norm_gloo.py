@@ -36,6 +36,7 @@ def _worker(rank: int, store: str, out: str) -> None:
         dist.all_reduce(g)
     if rank == 0:
         torch.save({"grads": grads, "running_var": net[1].running_var.clone()}, out)
+    dist.barrier()  # both ranks done with every collective before gloo is torn down (a race aborted it)
     dist.destroy_process_group()
 
 
