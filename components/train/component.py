@@ -42,7 +42,7 @@ def train_step(
         data: the prepared dataset.
         model: the step's checkpoint (safetensors + model.json); metadata: task, step, classes, method, checksum.
         prev_model: step k-1's checkpoint (absent at step 0).
-        options: other `cdseg train` options as dotted keys, e.g. `{"kd.decoder_factor": 5, "trainer.max_iters": 20}`;
+        options: other `cdseg train` options as dotted keys, e.g. `{"kd.weight": 5, "trainer.max_iters": 20}`;
             they win over `hparams` and over the method recipe.
         hparams: the pipeline's hyper-parameters as dotted keys (`trainer.epochs`, `optimizer.lr`, ...).
         launch_mode: `local` (this process, or `torchrun` with `nproc` processes) or `pytorchjob`.

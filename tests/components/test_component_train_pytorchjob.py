@@ -138,3 +138,30 @@ def test_bad_parameters_fail_before_the_cluster(cluster: FakeCluster, inputs: di
     with pytest.raises(ConfigError, match=match):
         call(cluster, inputs, **overrides)
     assert not cluster.launcher_requests()
+
+
+def test_success_through_an_s3_workdir(cluster: FakeCluster, inputs: dict[str, Any], s3_server: str,
+                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """workdir = s3://...: the inputs are uploaded (manifest last), the job reads them there, the checkpoint comes back."""
+    from conftest import make_bucket
+
+    from cdseg import storage
+
+    make_bucket(s3_server, "work")
+    monkeypatch.setenv("CDSEG_STORAGE__ENDPOINT_URL", s3_server)  # what the pipeline's ConfigMap provides
+    storage.configure(storage.StorageConfig(endpoint_url=s3_server))
+    workdir = "s3://work/cdseg"
+    # the job (played by the test) writes its checkpoint to the bucket before reporting success
+    ckpt = trained_checkpoint(tmp_path / "job", "mib-cd", 1)
+    storage.upload_dir(str(ckpt), f"{workdir}/runs/{RUN}/mib-cd/step-1/model")
+    op = cluster.spawn(cluster.operator(job_name(RUN, 1), ["Created", "Running", "Succeeded"], log=b"done\n"))
+    uri = call(cluster, inputs, workdir=workdir)
+    op.result(10)
+    assert uri == f"{workdir}/runs/{RUN}/mib-cd/step-1/model"
+    assert (Path(inputs["model"].path) / "model.safetensors").read_text() == "w1"
+    args = master_args(created_job(cluster))
+    data_uri, prev_uri = arg(args, "--data.dataset"), arg(args, "--prev-checkpoint")
+    assert data_uri.startswith(f"{workdir}/runs/{RUN}/") and prev_uri.startswith(f"{workdir}/runs/{RUN}/")
+    assert storage.read_bytes(storage.join(data_uri, "manifest.json")) == b"{}"
+    assert storage.read_bytes(storage.join(prev_uri, "model.safetensors")) == b"w0"
+    assert arg(args, "--output") == f"{workdir}/runs/{RUN}/mib-cd"
