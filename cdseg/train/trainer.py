@@ -243,8 +243,9 @@ class Trainer:
         if best and self.info.is_main:
             self._save_weights("best", {"epoch": epoch, "metric": {self.t.monitor: score}})
         if self.info.is_main:
-            log.info("validation epoch %d: miou %.4f (old %.4f new %.4f) f1 %.4f loss %.4f%s (%.1fs)", epoch,
-                     s["miou"], s["miou_old"], s["miou_new"], s["f1"], s["loss"], " best" if best else "",
+            old = "-" if math.isnan(s["miou_old"]) else f"{s['miou_old']:.4f}"  # step 0 has no old classes
+            log.info("validation epoch %d: miou %.4f (old %s new %.4f) f1 %.4f loss %.4f%s (%.1fs)", epoch,
+                     s["miou"], old, s["miou_new"], s["f1"], s["loss"], " best" if best else "",
                      time.perf_counter() - t0, extra={"kind": "val", "epoch": epoch})
             if self.stopper.stopped:
                 log.info("early stopping: %s", self.stopper.reason)
