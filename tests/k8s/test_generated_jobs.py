@@ -3,30 +3,15 @@ the operator's webhook rules, pod security."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import yaml
+from launch.jobspecs import BASE, DRY_RUN_ARGS, VARIANTS
 
 from cdseg.cli.main import main
-from cdseg.launch import JobSpec, VolumeMount, build_pytorchjob
+from cdseg.launch import build_pytorchjob
 
 from .podsecurity import pod_specs, violations
 from .schemas import crd_errors
-
-BASE = JobSpec(run="exp1", step=1, task="222a", image="ghcr.io/cdseg/cdseg:0.1.0",
-               train_args=("--method", "mib-cd", "--data.dataset", "s3://b/prep", "--output", "s3://b/runs/exp1"))
-VARIANTS = {
-    "single-cpu": BASE,
-    "two-cpu-pods": dataclasses.replace(BASE, replicas=2),
-    "gpus": dataclasses.replace(BASE, replicas=4, nproc_per_node=8, gpus=8, shm_size="32Gi",
-                                node_selector={"nvidia.com/gpu.present": "true"},
-                                tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
-                                volumes=(VolumeMount("cdseg-data", "/data"), VolumeMount("cache", "/cache")),
-                                image_pull_secrets=("regcred",), priority_class="high", queue="team-a",
-                                active_deadline_s=3600, ttl_s=None, env={"NCCL_DEBUG": "INFO"}),
-    "no-secrets": dataclasses.replace(BASE, s3_secret=None, defaults_config_map=None, service_account=None),
-}
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -55,10 +40,7 @@ def test_the_validator_catches_mistakes() -> None:
 
 
 def test_dry_run_output_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["launch", "--run", "exp1", "--step", "1", "--task", "222a", "--replicas", "2", "--gpus", "2",
-               "--nproc-per-node", "2", "--shm-size", "8Gi", "--node-selector", '{"pool": "gpu"}',
-               "--tolerations", '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
-               "--dry-run", "--", "--method", "mib-cd", "--output", "s3://b/runs/exp1"])
+    rc = main(DRY_RUN_ARGS)
     assert rc == 0
     job = yaml.safe_load(capsys.readouterr().out)
     assert crd_errors(job) == []

@@ -10,14 +10,13 @@ import yaml
 from cdseg.cli.main import main
 from cdseg.launch.config import LaunchConfig
 
+from .jobspecs import DRY_RUN_ARGS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_dry_run_prints_a_valid_job(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["launch", "--run", "exp1", "--step", "1", "--task", "222a", "--replicas", "2", "--gpus", "2",
-               "--nproc-per-node", "2", "--shm-size", "8Gi", "--node-selector", '{"pool": "gpu"}',
-               "--tolerations", '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
-               "--dry-run", "--", "--method", "mib-cd", "--output", "s3://b/runs/exp1"])
+    rc = main(DRY_RUN_ARGS)
     assert rc == 0
     job = yaml.safe_load(capsys.readouterr().out)
     worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]
