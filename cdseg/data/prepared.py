@@ -147,6 +147,11 @@ class PreparedDataset:
         window = Window(record.x, record.y, size, size)
         return self._open("image", record.scene).read(window=window), self._open("label", record.scene).read(1, window=window)
 
+    def georeference(self, scene_id: str) -> tuple[Any, Any]:
+        """(CRS, affine transform) of a scene, from its image header: no pixels are read."""
+        image = self._open("image", scene_id)
+        return image.crs, image.transform
+
     def read_scene(self, scene_id: str) -> Scene:
         """A whole scene with its georeference, for evaluation."""
         image = self._open("image", scene_id)

@@ -281,11 +281,12 @@ def _write(cfg: TestConfig, eval_uri: str, metrics: dict[str, Any], preds: dict[
             if not (cfg.eval.geotiff or scene_id in preview_ids):
                 continue  # only the metrics were wanted for this scene (its prediction was not kept)
             pred = preds[scene_id]
-            scene = dataset.read_scene(scene_id)  # rank 0 re-reads the inputs: only predictions travel
             if cfg.eval.geotiff:
-                outputs.prediction_geotiff(tmp / "predictions" / f"{scene_id}.tif", pred, scene.crs, scene.transform,
+                crs, transform = dataset.georeference(scene_id)  # the header only: no second read of the pixels
+                outputs.prediction_geotiff(tmp / "predictions" / f"{scene_id}.tif", pred, crs, transform,
                                            setup.class_names)
             if scene_id in preview_ids:
+                scene = dataset.read_scene(scene_id)  # rank 0 re-reads the previewed inputs: only predictions travel
                 target = setup.lut[np.asarray(scene.label)]
                 outputs.preview_png(tmp / "previews" / f"{scene_id}.png", np.asarray(scene.image)[setup.band_index],
                                     setup.bands, target, pred, setup.class_names, f"scene {scene_id}, step {setup.step}")

@@ -172,3 +172,13 @@ def test_rgbir_assembled_from_rgb_and_irrg(tmp_path: Path):
     assert a.bands == b.bands == ["R", "G", "B", "IR"]
     np.testing.assert_array_equal(a.read_scene("2_13").image, b.read_scene("2_13").image)
     assert a.manifest["scenes"]["2_13"]["sources"][0].endswith("top_potsdam_2_13_RGB.tif")
+
+
+def test_georeference_is_read_scene_without_pixels(prepared_dataset: Path) -> None:
+    from cdseg.data.prepared import PreparedDataset
+
+    ds = PreparedDataset.open(prepared_dataset)
+    for scene_id in ds.scenes("test"):
+        scene = ds.read_scene(scene_id)
+        assert ds.georeference(scene_id) == (scene.crs, scene.transform)
+        assert scene.crs is not None

@@ -25,7 +25,7 @@ TRANSFORM = Affine(0.05, 0.0, 366000.0, 0.0, -0.05, 5808000.0)
 
 
 class FakeDataset:
-    """The PreparedDataset surface evaluation uses: manifest, fingerprint, read_scene."""
+    """The PreparedDataset surface evaluation uses: manifest, fingerprint, read_scene, georeference."""
 
     def __init__(self, scenes: dict[str, prepared.Scene]) -> None:
         self.scenes = scenes
@@ -35,6 +35,10 @@ class FakeDataset:
 
     def read_scene(self, scene_id: str) -> prepared.Scene:
         return self.scenes[scene_id]
+
+    def georeference(self, scene_id: str) -> tuple[Any, Any]:
+        scene = self.scenes[scene_id]
+        return scene.crs, scene.transform
 
 
 def make_scene(scene_id: str, h: int, w: int, seed: int) -> prepared.Scene:
