@@ -5,14 +5,20 @@ write as many bytes as `prepare` wrote, with plain buffered file I/O and the sam
 Both make their output files durable (fsync), as an atomic commit must before the rename.
 The figure of merit is ceiling time / prepare time (1.0 = prepare is as fast as copying its bytes): of the
 best times, and the median over repeats of back-to-back pairs (robust to a shared machine's load).
+
+Two more figures say where the time goes: the CPU seconds prepare spends with one worker (user + system,
+all its threads; divided by the core count it is the best wall time any scheduling could reach), and the
+time to sha256 the output files once (one thread), which the manifest's checksums cost at the least.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -84,6 +90,23 @@ def _ceiling(jobs: list[tuple[list[str], int, str]], workers: int) -> float:
     else:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             list(pool.map(_copy_job, jobs))
+    return time.perf_counter() - start
+
+
+def _cpu_s() -> float:
+    """User + system seconds of this process (all threads)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def _sha256_s(files: list[Path]) -> float:
+    """Seconds to sha256 `files` once, one thread (from the page cache, as prepare does)."""
+    start = time.perf_counter()
+    for path in files:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
     return time.perf_counter() - start
 
 
@@ -194,14 +217,15 @@ def run_bench_prepare(cfg: BenchPrepareConfig) -> dict[str, Any]:
         rows = []
         for workers in cfg.workers:
             best_prep = best_ceil = float("inf")
-            ratios = []
+            ratios, cpu = [], []
             for _ in range(cfg.repeats):
                 out = work / f"prepared-{workers}"
                 shutil.rmtree(out, ignore_errors=True)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), _cpu_s()
                 run_prepare(PrepareConfig(input=str(release), output=str(out), patch_size=cfg.patch_size,
                                           workers=workers, val_count=0, compress=cfg.compress))
                 prep_s = time.perf_counter() - start
+                cpu.append(_cpu_s() - cpu_start)  # pool processes are not counted: used for 1 worker only
                 best_prep = min(best_prep, prep_s)
                 per_scene = {s: sum(os.path.getsize(out / d / f"{s}.tif") for d in ("images", "labels")) for s in ids}
                 extra = _dir_bytes(out) - sum(per_scene.values())
@@ -214,11 +238,16 @@ def run_bench_prepare(cfg: BenchPrepareConfig) -> dict[str, Any]:
                 ratios.append(ceil_s / prep_s)
                 shutil.rmtree(ceil_dir)
             out_bytes = _dir_bytes(work / f"prepared-{workers}")
+            cpu_s = min(cpu) if workers == 1 else None
+            sha_s = _sha256_s([work / f"prepared-{workers}" / d / f"{s}.tif" for s in ids for d in ("images", "labels")])
             rows.append({"workers": workers, "prepare_s": best_prep, "ceiling_s": best_ceil,
                          "prepare_MBps": (in_bytes + out_bytes) / best_prep / 1e6,
                          "ceiling_MBps": (in_bytes + out_bytes) / best_ceil / 1e6,
                          "ratio": best_ceil / best_prep, "ratio_median": statistics.median(ratios),
-                         "input_bytes": in_bytes, "output_bytes": out_bytes})
+                         "input_bytes": in_bytes, "output_bytes": out_bytes,
+                         "prepare_cpu_s": cpu_s, "sha256_s": sha_s,
+                         # the best ratio any scheduling of prepare's work on this machine's cores could reach
+                         "cpu_bound_ratio": best_ceil / (cpu_s / (os.cpu_count() or 1)) if cpu_s else None})
         rate = _loader_rate(work / f"prepared-{cfg.workers[0]}", cfg)
         formats = _format_reads(work / f"prepared-{cfg.workers[0]}", work, cfg.patch_size, cfg.samples)
         result = {"formats": formats, "scenes": cfg.scenes, "size": cfg.size, "synth_s_per_scene": None if synth_s is None else synth_s / cfg.scenes,
@@ -241,6 +270,11 @@ def format_table(result: dict[str, Any]) -> str:
     for r in result["prepare"]:
         lines.append(f"{r['workers']:>7} {r['prepare_s']:>10.2f} {r['ceiling_s']:>10.2f} {r['prepare_MBps']:>13.1f} "
                      f"{r['ceiling_MBps']:>13.1f} {r['ratio']:>6.2f} {r['ratio_median']:>13.2f}")
+    for r in result["prepare"]:
+        if r.get("prepare_cpu_s"):
+            lines.append(f"1 worker: {r['prepare_cpu_s']:.2f} CPU-s (user+sys, all threads) on {result['cpu_count']} cores: "
+                         f"best reachable ratio {r['cpu_bound_ratio']:.2f}; sha256 of the outputs alone "
+                         f"{r['sha256_s']:.2f} s = {r['sha256_s'] / r['ceiling_s']:.2f}x the ceiling's time")
     lines.append(f"{'format (random ' + str(result['loader_crop']) + ' px patch reads)':<40} {'patches/s':>10} {'MB':>8}")
     for r in result.get("formats", []):
         lines.append(f"{r['format']:<40} {r['patches_per_s']:>10.1f} {r['bytes'] / 1e6:>8.1f}")

@@ -94,7 +94,7 @@ class PrepareConfig(Section):
                                                     "(overrides val_fraction)")
     seed: int = Field(0, description="seed of the validation scene draw")
     scenes: list[str] = Field([], description="only these scene ids (e.g. 2_10,area1); default: all found")
-    workers: int = Field(1, ge=1, description="scenes processed in parallel (processes)")
+    workers: int = Field(1, ge=1, description="scenes prepared in parallel (processes, this one included)")
     block_size: int = Field(256, description="GeoTIFF tile size in pixels of the prepared scenes")
     compress: Literal["none", "lzw", "deflate", "zstd"] = Field("none", description="GeoTIFF compression of the prepared "
                                                                                   "images and labels (none is fastest, "

@@ -112,12 +112,14 @@ def _convert(rgb: np.ndarray, out: np.ndarray) -> bool:
     return not ((odd > 1).any() or (out == 254).any())
 
 
-def colours_to_index(rgb: np.ndarray, source: str | Path = "label", tolerance: int = 0) -> np.ndarray:
+def colours_to_index(rgb: np.ndarray, source: str | Path = "label", tolerance: int = 0,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """Map a 3xHxW uint8 ground-truth image to HxW raw class indices (black -> 255).
 
     An unknown colour is a `DataError` naming the file, the colour and its pixel count: it is never
     silently turned into class 0, as the original project did. With `tolerance` > 0, channel values
     within that distance of 0 or 255 are snapped to it first (labels with compression noise).
+    `out` (HxW uint8) receives the result if given.
     """
     if rgb.ndim != 3 or rgb.shape[0] < 3 or rgb.dtype != np.uint8:
         raise DataError(f"{source}: a label must be an 8-bit RGB image with 3 bands, got {rgb.dtype} {rgb.shape}; "
@@ -126,7 +128,8 @@ def colours_to_index(rgb: np.ndarray, source: str | Path = "label", tolerance: i
         snap = np.arange(256, dtype=np.int32)
         snap[: tolerance + 1], snap[255 - tolerance :] = 0, 255
         rgb = snap.astype(np.uint8)[rgb[:3]]
-    out = np.empty(rgb.shape[1:], np.uint8)
+    if out is None:
+        out = np.empty(rgb.shape[1:], np.uint8)
     ok = True
     for y in range(0, rgb.shape[1], _STRIP):  # cache-sized strips: about 1.7x faster than whole arrays
         ok &= _convert(rgb[:3, y : y + _STRIP], out[y : y + _STRIP])

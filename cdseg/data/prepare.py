@@ -12,7 +12,8 @@ import json
 import logging
 import multiprocessing
 import warnings
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from collections import deque
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from cdseg.data import isprs
 from cdseg.data.config import PrepareConfig
 from cdseg.data.prepared import FORMAT, FORMAT_VERSION, HIST_BINS, MANIFEST
 from cdseg.data.release import SceneFiles, detect_city, group_scenes, index_files, plan_bands
-from cdseg.data.scene_job import SceneJob, check_headers, run_scene_job
+from cdseg.data.scene_job import SceneJob, check_headers, release_buffers, run_scene_job
 from cdseg.data.uris import configure, exists, is_empty_dir, join, local_input, read_text, staged_output
 from cdseg.errors import DataError
 from cdseg.utils.atomic import write_text_atomic
@@ -113,31 +114,50 @@ def _stats(sums: np.ndarray, bands: list[str]) -> dict[str, dict[str, float]]:
 
 
 def _run_jobs(jobs: list[SceneJob], workers: int) -> list[dict[str, Any]]:
+    """Prepare every scene with `workers` processes: this one and `workers - 1` pool processes.
+
+    This process takes scenes too, so that the pool's start (about 0.25 s to load numpy and GDAL) is
+    spent while the first scene is already being prepared (two 6000 px scenes, two workers: measured
+    0.6 instead of 0.74 s).
+    """
     bar = tqdm(total=len(jobs), desc="prepare", unit="scene", disable=None)
-    results = []
+    results: list[dict[str, Any]] = []
+    todo = deque(jobs)
     try:
-        if workers == 1 or len(jobs) == 1:
-            for job in jobs:
-                results.append(run_scene_job(job))
+        children = min(workers, len(jobs)) - 1
+        if children == 0:
+            while todo:
+                results.append(run_scene_job(todo.popleft()))
                 bar.update()
             return results
         # forkserver: workers start from a clean process, never from a fork of a threaded parent
         # (GDAL, torch and logging locks held by another thread at fork time can deadlock the child)
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["cdseg.data.scene_job"])  # workers start with numpy and GDAL loaded
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-            pending = {pool.submit(run_scene_job, job) for job in jobs}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    if fut.exception() is not None:
-                        for other in pending:
-                            other.cancel()
-                        raise fut.exception()  # type: ignore[misc]
-                    results.append(fut.result())
-                    bar.update()
+        with ProcessPoolExecutor(children, mp_context=context) as pool:
+            running: set[Future[dict[str, Any]]] = set()
+            try:
+                while todo or running:
+                    # two deep while there is plenty left, so that a worker does not wait for this process
+                    while todo and len(running) < (2 * children if len(todo) > 2 * workers else children):
+                        running.add(pool.submit(run_scene_job, todo.popleft()))
+                    if todo:  # this process's share
+                        results.append(run_scene_job(todo.popleft()))
+                        bar.update()
+                        done = {f for f in running if f.done()}
+                    else:
+                        done, _ = wait(running, return_when=FIRST_EXCEPTION)
+                    for fut in done:
+                        running.discard(fut)
+                        results.append(fut.result())  # a worker's error is raised here
+                        bar.update()
+            except BaseException:
+                for fut in running:
+                    fut.cancel()
+                raise
         return results
     finally:
+        release_buffers()  # this process goes on (e.g. to training): give the scene buffers back
         bar.close()
 
 

@@ -179,11 +179,11 @@ def open_raster(entry: Entry):
                         "it may be empty or truncated: extract or download it again") from exc
 
 
-def read_raster(entry: Entry, window=None) -> np.ndarray:
-    """All bands of a release file, CxHxW."""
+def read_raster(entry: Entry, window=None, indexes: list[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """All bands of a release file (or the 1-based `indexes`), CxHxW; into `out` if given."""
     with open_raster(entry) as src:
         try:
-            return src.read(window=window)
+            return src.read(indexes, window=window, out=out)
         except (RasterioError, OSError) as exc:
             raise DataError(f"{entry} could not be read ({str(exc).splitlines()[0][:160]}); "
                             "it may be truncated: extract or download it again") from exc

@@ -61,12 +61,13 @@ def test_missing_label(release, tmp_path, capsys):
     assert "top_potsdam_2_10_RGBIR.tif has no label top_potsdam_2_10_label.tif" in err and "--scenes" in err
 
 
-def test_unknown_colour(release, tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["1", "2"])  # 2: the bad scene fails in a pool process, the other here
+def test_unknown_colour(release, tmp_path, capsys, workers):
     with rasterio.open(release / LABEL) as src:
         rgb = src.read()
     rgb[:, :3, :4] = np.array([255, 0, 255], np.uint8)[:, None, None]
     rewrite(release / LABEL, rgb)
-    err = prepare(release, tmp_path, capsys)
+    err = prepare(release, tmp_path, capsys, "--workers", workers)
     assert "top_potsdam_2_10_label.tif" in err and "(255,0,255) x12" in err and "12 pixels" in err
 
 

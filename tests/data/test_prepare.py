@@ -97,6 +97,26 @@ def test_zips_and_two_workers_give_the_same_dataset(tmp_path: Path):
     assert ma["checksums"] == mb["checksums"] and ma["patches"] == mb["patches"] and ma["stats"] == mb["stats"]
 
 
+def test_workers_share_scenes_with_this_process(prepared_dataset: Path, synth_release: Path, tmp_path: Path):
+    # 6 scenes, 2 workers: one pool process kept two scenes deep, this process taking the rest
+    out = run_prepare(PrepareConfig(input=str(synth_release), output=str(tmp_path / "w2"), patch_size=128, overlap=0,
+                                    val_count=1, seed=0, workers=2))
+    a, b = (json.loads((p / "manifest.json").read_text()) for p in (prepared_dataset, Path(out)))
+    for key in ("splits", "stats", "class_pixels", "checksums", "patches", "scenes"):
+        assert a[key] == b[key], key
+
+
+def test_scene_buffers_are_reused_per_role_and_size():
+    from cdseg.data.scene_job import _buffers, release_buffers
+
+    release_buffers()
+    image = _buffers.get("image", (4, 8, 8))
+    assert _buffers.get("image", (4, 8, 8)) is image and _buffers.get("label", (4, 8, 8)) is not image
+    assert _buffers.get("image", (4, 16, 16)).shape == (4, 16, 16) and len(_buffers.arrays) == 2  # replaced
+    release_buffers()
+    assert _buffers.arrays == {}
+
+
 def test_channels_from_other_products_and_noboundary(synth_release: Path, tmp_path: Path):
     out = run_prepare(PrepareConfig(input=str(synth_release), output=str(tmp_path / "irrg"), channels="IRRG",
                                     patch_size=128, boundary=False))
