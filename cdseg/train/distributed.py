@@ -8,6 +8,7 @@ gloo on CPU.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import os
@@ -91,8 +92,15 @@ def init_distributed(device_choice: str = "auto", timeout_s: float = 1800.0) -> 
 
 
 def destroy() -> None:
-    """Leave the process group (no-op in a single process)."""
+    """Leave the process group (no-op in a single process).
+
+    Collect garbage first, so that no tensor of a collective is left in a reference cycle (autograd
+    graphs, DDP) to be freed at interpreter exit under gloo's threads. tests/models/test_norm_gloo.py
+    aborted that way ("terminate called without an active exception") in 4 of 55 runs, and in 0 of 80
+    with the same collection before its teardown.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
