@@ -61,14 +61,16 @@ def test_missing_label(release, tmp_path, capsys):
     assert "top_potsdam_2_10_RGBIR.tif has no label top_potsdam_2_10_label.tif" in err and "--scenes" in err
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])  # 2: the bad scene fails in a pool process, the other here
-def test_unknown_colour(release, tmp_path, capsys, workers):
-    with rasterio.open(release / LABEL) as src:
+# with 2 workers the first scene (2_10) is prepared in this process and the second (2_13) in a pool process
+@pytest.mark.parametrize(("workers", "scene"), [("1", "2_10"), ("2", "2_10"), ("2", "2_13")])
+def test_unknown_colour(release, tmp_path, capsys, workers, scene):
+    label = release / LABEL.replace("2_10", scene)
+    with rasterio.open(label) as src:
         rgb = src.read()
     rgb[:, :3, :4] = np.array([255, 0, 255], np.uint8)[:, None, None]
-    rewrite(release / LABEL, rgb)
+    rewrite(label, rgb)
     err = prepare(release, tmp_path, capsys, "--workers", workers)
-    assert "top_potsdam_2_10_label.tif" in err and "(255,0,255) x12" in err and "12 pixels" in err
+    assert f"top_potsdam_{scene}_label.tif" in err and "(255,0,255) x12" in err and "12 pixels" in err
 
 
 def test_size_mismatch(release, tmp_path, capsys):
