@@ -13,7 +13,6 @@ time to sha256 the output files once (one thread), which the manifest's checksum
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -30,6 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from cdseg.config import Section
+from cdseg.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 22
@@ -103,10 +103,7 @@ def _sha256_s(files: list[Path]) -> float:
     """Seconds to sha256 `files` once, one thread (from the page cache, as prepare does)."""
     start = time.perf_counter()
     for path in files:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
+        sha256_file(path)
     return time.perf_counter() - start
 
 

@@ -99,7 +99,11 @@ class PrepareConfig(Section):
     compress: Literal["none", "lzw", "deflate", "zstd"] = Field("none", description="GeoTIFF compression of the prepared "
                                                                                   "images and labels (none is fastest, "
                                                                                   "see docs/data.md)")
-    overwrite: bool = Field(False, description="replace an existing prepared dataset made from other input or options")
+    overwrite: bool = Field(False, description="replace an existing prepared dataset made from other input or options, "
+                                               "or a damaged one")
+    verify: bool = Field(False, description="when the output is already prepared from these inputs, also check every "
+                                            "file against its sha256 in the manifest (a rerun always checks that the "
+                                            "files exist)")
 
     @field_validator("patch_size", "block_size")
     @classmethod

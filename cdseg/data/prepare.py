@@ -24,10 +24,10 @@ from cdseg import __version__
 from cdseg.config import dump_config
 from cdseg.data import isprs
 from cdseg.data.config import PrepareConfig
-from cdseg.data.prepared import FORMAT, FORMAT_VERSION, HIST_BINS, MANIFEST
+from cdseg.data.prepared import FORMAT, FORMAT_VERSION, HIST_BINS, MANIFEST, damaged_files
 from cdseg.data.release import SceneFiles, detect_city, group_scenes, index_files, plan_bands
 from cdseg.data.scene_job import SceneJob, check_headers, release_buffers, run_scene_job
-from cdseg.data.uris import configure, exists, is_empty_dir, join, local_input, read_text, staged_output
+from cdseg.data.uris import configure, exists, is_empty_dir, is_remote, join, local_input, read_text, staged_output
 from cdseg.errors import DataError
 from cdseg.utils.atomic import write_text_atomic
 
@@ -182,6 +182,19 @@ def _manifest(cfg: PrepareConfig, fp: str, city: str, bands: list[str], splits: 
     }
 
 
+def _damage(cfg: PrepareConfig, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with an up-to-date output: missing files, or (with --verify) changed ones; None if whole."""
+    checksums = manifest.get("checksums", {})
+    if cfg.verify:
+        root = local_input(cfg.output, folder=True) if is_remote(cfg.output) else Path(cfg.output)
+        bad = damaged_files(root, checksums, threads=max(2, cfg.workers))
+    else:
+        bad = [f"{rel} (missing)" for rel in checksums if not exists(join(cfg.output, rel))]
+    if not bad:
+        return None
+    return f"{bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} of {len(checksums)} files"
+
+
 def run_prepare(cfg: PrepareConfig) -> str:
     """Prepare `cfg.input` into `cfg.output`; returns the output URI (unchanged if already up to date)."""
     warnings.filterwarnings("ignore", category=UserWarning, module="rasterio")  # the DSM jpgs carry no georeference
@@ -202,8 +215,15 @@ def run_prepare(cfg: PrepareConfig) -> str:
         except (json.JSONDecodeError, AttributeError):
             old_fp = None
         if old_fp == fp and json.loads(old).get("format_version") == FORMAT_VERSION:
-            log.info("%s is up to date (same inputs and options); nothing to do", cfg.output)
-            return cfg.output
+            damage = _damage(cfg, json.loads(old))
+            if damage is None:
+                log.info("%s is up to date (same inputs and options%s); nothing to do", cfg.output,
+                         ", every file matches its sha256" if cfg.verify else "")
+                return cfg.output
+            if not cfg.overwrite:
+                raise DataError(f"{cfg.output} was prepared from these inputs but is damaged: {damage}; "
+                                "pass --overwrite to prepare it again")
+            log.warning("%s is damaged (%s); preparing it again", cfg.output, damage)
         replace = True
     elif exists(cfg.output):
         replace = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from rasterio.windows import Window
 
 from cdseg.data.uris import is_remote, join, local_input, read_text
 from cdseg.errors import DataError
+from cdseg.utils.hashing import sha256_file
 
 FORMAT = "cdseg-prepared"
 FORMAT_VERSION = 1
@@ -70,6 +72,24 @@ def read_manifest(uri: str) -> dict[str, Any]:
     return manifest
 
 
+def damaged_files(root: Path, checksums: dict[str, str], *, hashes: bool = True, threads: int = 2) -> list[str]:
+    """Files of a prepared dataset that are missing, or (with `hashes`) differ from their recorded sha256.
+
+    Returned as "<file> (missing)" / "<file> (sha256 differs)", in manifest order. Hashing runs in
+    `threads` threads (hashlib releases the GIL).
+    """
+    def check(rel: str) -> str | None:
+        path = root / rel
+        if not path.is_file():
+            return f"{rel} (missing)"
+        if hashes and sha256_file(path) != checksums[rel]:
+            return f"{rel} (sha256 differs)"
+        return None
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return [problem for problem in pool.map(check, checksums) if problem is not None]
+
+
 class PreparedDataset:
     """A prepared dataset opened for reading (local, or a cached local copy of an s3:// prefix)."""
 
@@ -91,6 +111,19 @@ class PreparedDataset:
         manifest = read_manifest(uri)
         root = local_input(uri, folder=True) if is_remote(uri) else Path(uri)
         return cls(root, manifest, uri)
+
+    def verify(self, threads: int = 2) -> int:
+        """Check every data file against the manifest's sha256; returns the number of files checked.
+
+        A missing or changed file is a `DataError` that names it (and how many more there are).
+        """
+        checksums = self.manifest["checksums"]
+        bad = damaged_files(self.root, checksums, threads=threads)
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise DataError(f"{self.uri} is damaged: {bad[0]}{more} of {len(checksums)} files; "
+                            "run cdseg prepare again with --overwrite")
+        return len(checksums)
 
     @property
     def fingerprint(self) -> str:

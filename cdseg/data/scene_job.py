@@ -3,7 +3,6 @@ and return what the manifest needs (patch histograms, band histograms, checksums
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from cdseg.data import isprs
 from cdseg.data.prepared import HIST_BINS
 from cdseg.data.release import Entry, open_raster, read_raster
 from cdseg.errors import DataError
+from cdseg.utils.hashing import sha256_file
 
 #: Bands each image product must have.
 PRODUCT_BANDS = {p: len(b) for p, (_, b) in isprs.POTSDAM_PRODUCTS.items()}
@@ -134,14 +134,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write(path: Path, data: np.ndarray, crs: Any, transform: Any, job: SceneJob) -> None:
     profile = {"driver": "GTiff", "count": data.shape[0], "height": data.shape[1], "width": data.shape[2],
                "dtype": "uint8", "tiled": True, "blockxsize": job.block_size, "blockysize": job.block_size,
@@ -243,13 +235,13 @@ def run_scene_job(job: SceneJob) -> dict[str, Any]:
         image = _read_image(job, shape)
         _write(out / image_rel, image, crs, transform, job)
         synced = [helpers.submit(_fsync, out / image_rel)]
-        image_sha = helpers.submit(_sha256, out / image_rel)
+        image_sha = helpers.submit(sha256_file, out / image_rel)
         band_sums = helpers.submit(lambda: [_band_sums(band) for band in image] if job.stats else [])
         rgb = read_raster(job.label, indexes=[1, 2, 3], out=_buffers.get("label_rgb", (3, *shape)))
         label = isprs.colours_to_index(rgb, str(job.label), job.colour_tolerance, out=_buffers.get("label", shape))
         _write(out / label_rel, label[None], crs, transform, job)
         synced.append(helpers.submit(_fsync, out / label_rel))
-        label_sha = helpers.submit(_sha256, out / label_rel)
+        label_sha = helpers.submit(sha256_file, out / label_rel)
         rows, dropped, class_pixels = _patch_rows(job, label)
         checksums = {image_rel: image_sha.result(), label_rel: label_sha.result()}
         sums = band_sums.result()

@@ -9,7 +9,6 @@ The folder is written atomically (`cdseg.storage.staged_dir`, any URI), so it is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -22,6 +21,7 @@ import torch
 from cdseg.errors import CheckpointError, ConfigError
 from cdseg.models.config import ModelConfig
 from cdseg.models.segmenter import IncrementalSegmenter, assemble
+from cdseg.utils.hashing import sha256_file
 
 _log = logging.getLogger(__name__)
 
@@ -115,15 +115,6 @@ def load_model(uri: str | Path, device: str | torch.device = "cpu") -> tuple[Inc
         )
     model.load_state_dict(state)
     return model.to(device), card
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextmanager

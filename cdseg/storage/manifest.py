@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from cdseg.storage.errors import IntegrityError, StorageError
+from cdseg.utils.hashing import sha256_file
 
 MANIFEST_NAME = "_cdseg_manifest.json"
 FORMAT = "cdseg-manifest"
 VERSION = 1
-_BLOCK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,6 @@ def iter_files(root: Path) -> list[tuple[str, Path]]:
             if rel != MANIFEST_NAME and path.is_file():
                 out.append((rel, path))
     return sorted(out)
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a local file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_of_dir(root: Path) -> Manifest:

@@ -16,6 +16,7 @@ from cdseg.data.config import PrepareConfig
 from cdseg.data.prepare import draw_val, run_prepare
 from cdseg.data.prepared import FORMAT_VERSION, PreparedDataset
 from cdseg.data.scene_job import grid_starts
+from cdseg.errors import DataError
 
 
 def test_round_trip(prepared_dataset: Path, synth_release: Path):
@@ -202,3 +203,34 @@ def test_georeference_is_read_scene_without_pixels(prepared_dataset: Path) -> No
         scene = ds.read_scene(scene_id)
         assert ds.georeference(scene_id) == (scene.crs, scene.transform)
         assert scene.crs is not None
+
+
+def test_rerun_notices_a_damaged_dataset(prepared_dataset: Path, synth_release: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "p"
+    shutil.copytree(prepared_dataset, out)
+    args = ["prepare", "--input", str(synth_release), "--output", str(out), "--patch-size", "128", "--overlap", "0",
+            "--val-count", "1"]
+    assert main([*args, "--verify"]) == 0  # intact: every file hashed, nothing written
+    assert PreparedDataset.open(out).verify() == 12
+
+    image = out / "images/2_13.tif"
+    damaged = bytearray(image.read_bytes())
+    damaged[-1] ^= 0xFF
+    image.write_bytes(bytes(damaged))
+    manifest_before = (out / "manifest.json").read_bytes()
+    assert main(args) == 0  # without --verify a rerun only checks that the files are there
+    capsys.readouterr()
+    assert main([*args, "--verify"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "images/2_13.tif (sha256 differs)" in err[0] and "--overwrite" in err[0]
+    assert image.read_bytes() == bytes(damaged) and (out / "manifest.json").read_bytes() == manifest_before
+    with pytest.raises(DataError, match=r"images/2_13.tif \(sha256 differs\) of 12 files"):
+        PreparedDataset.open(out).verify()
+
+    (out / "labels/3_10.tif").unlink()
+    assert main(args) == 2
+    assert "labels/3_10.tif (missing)" in capsys.readouterr().err
+    assert main([*args, "--verify", "--overwrite"]) == 0  # prepared again, whole
+    assert PreparedDataset.open(out).verify() == 12
+    assert json.loads((out / "manifest.json").read_text())["checksums"] == json.loads(manifest_before)["checksums"]

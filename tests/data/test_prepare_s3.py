@@ -49,3 +49,6 @@ def test_prepare_from_and_to_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: p
     assert local.manifest["checksums"] == ds.manifest["checksums"]
     # a rerun finds the same fingerprint: nothing is rewritten
     assert main(["prepare", "--input", f"s3://{BUCKET}/raw", "--output", out, "--patch-size", "32", *common]) == 0
+    # --verify on an s3 output: the objects come through the (checksummed) cache and match the manifest
+    assert main(["prepare", "--input", f"s3://{BUCKET}/raw", "--output", out, "--patch-size", "32", "--verify",
+                 *common]) == 0
