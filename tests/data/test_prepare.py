@@ -234,3 +234,19 @@ def test_rerun_notices_a_damaged_dataset(prepared_dataset: Path, synth_release: 
     assert main([*args, "--verify", "--overwrite"]) == 0  # prepared again, whole
     assert PreparedDataset.open(out).verify() == 12
     assert json.loads((out / "manifest.json").read_text())["checksums"] == json.loads(manifest_before)["checksums"]
+
+
+@pytest.mark.parametrize("compress", ["deflate", "zstd"])
+def test_compressed_output_holds_the_same_pixels(prepared_dataset: Path, synth_release: Path, tmp_path: Path,
+                                                 compress: str):
+    out = run_prepare(PrepareConfig(input=str(synth_release), output=str(tmp_path / compress), patch_size=128,
+                                    overlap=0, val_count=1, seed=0, compress=compress, block_size=128))
+    plain, packed = PreparedDataset.open(prepared_dataset), PreparedDataset.open(out)
+    assert packed.manifest["patches"] == plain.manifest["patches"] and packed.manifest["stats"] == plain.manifest["stats"]
+    for sid in plain.manifest["scenes"]:
+        a, b = plain.read_scene(sid), packed.read_scene(sid)
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.label, b.label)
+    with rasterio.open(Path(out) / "images/2_13.tif") as src:
+        assert src.compression.name.lower() == compress and src.block_shapes[0] == (128, 128)
+    assert packed.verify() == 12
