@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import rasterio
+from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.windows import Window
 
 from cdseg.data.uris import is_remote, join, local_input, read_text
@@ -28,6 +29,13 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 #: Histogram columns of a patch: the six classes, then the ignore label.
 HIST_BINS = 7
+#: GDAL block cache (bytes) of a process that reads a prepared dataset, unless GDAL_CACHEMAX is set.
+#: GDAL's default is 5% of the machine's RAM in every process, and each training rank's DataLoader
+#: workers would fill their own copy of tiles the (shared) page cache already holds: 8 ranks x 4
+#: workers x 5% is 160% of a node's RAM. With 64 MiB, random 512 px patch reads ran at about 1100/s
+#: (measured; the augmented Dataset consumes about 120/s) and a reader's RSS stayed at 150 MB, not 460.
+READ_CACHE_BYTES = 64 << 20
+_cache_bounded_in: int | None = None  # pid of the process whose GDAL cache was bounded
 
 
 class PatchRecord(NamedTuple):
@@ -49,6 +57,19 @@ class Scene:
     label: np.ndarray
     crs: Any
     transform: Any
+
+
+def bound_gdal_cache() -> None:
+    """Bound this process's GDAL block cache to READ_CACHE_BYTES (once per process; GDAL_CACHEMAX wins)."""
+    global _cache_bounded_in
+    if _cache_bounded_in == os.getpid():
+        return
+    _cache_bounded_in = os.getpid()
+    if "GDAL_CACHEMAX" in os.environ:
+        return
+    current = get_gdal_config("GDAL_CACHEMAX")
+    if current is None or int(current) > READ_CACHE_BYTES:
+        set_gdal_config("GDAL_CACHEMAX", READ_CACHE_BYTES)
 
 
 def read_manifest(uri: str) -> dict[str, Any]:
@@ -167,6 +188,7 @@ class PreparedDataset:
             if info is None:
                 raise DataError(f"scene {scene!r} is not in {self.uri}; scenes are {', '.join(sorted(self.manifest['scenes']))}")
             path = self.root / info[kind]
+            bound_gdal_cache()
             try:
                 handle = rasterio.open(path)
             except rasterio.errors.RasterioError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +101,26 @@ def test_augmented_loader_batches(prepared_dataset):
 def test_bad_split(prepared_dataset):
     with pytest.raises(Exception, match="split 'training' is not one of train, val, test"):
         IncrementalDataset(prepared_dataset, "offline", 0, "training")
+
+
+def test_reading_bounds_the_gdal_block_cache(prepared_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    import cdseg.data.prepared as prepared
+
+    before = get_gdal_config("GDAL_CACHEMAX")
+    try:
+        for user_value in (None, "1024"):
+            if user_value is None:
+                monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+            else:
+                monkeypatch.setenv("GDAL_CACHEMAX", user_value)
+            monkeypatch.setattr(prepared, "_cache_bounded_in", None)  # as in a fresh process
+            set_gdal_config("GDAL_CACHEMAX", 1 << 30)  # GDAL's default: 5% of RAM, per process
+            ds = prepared.PreparedDataset.open(prepared_dataset)
+            ds.read_patch(ds.patches("train")[0])
+            ds.close()
+            want = prepared.READ_CACHE_BYTES if user_value is None else 1 << 30  # the user's setting wins
+            assert get_gdal_config("GDAL_CACHEMAX") == want
+    finally:
+        set_gdal_config("GDAL_CACHEMAX", before)
