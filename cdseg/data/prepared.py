@@ -93,8 +93,8 @@ def read_manifest(uri: str) -> dict[str, Any]:
     return manifest
 
 
-def damaged_files(root: Path, checksums: dict[str, str], *, hashes: bool = True, threads: int = 2) -> list[str]:
-    """Files of a prepared dataset that are missing, or (with `hashes`) differ from their recorded sha256.
+def damaged_files(root: Path, checksums: dict[str, str], *, threads: int = 2) -> list[str]:
+    """Files of a prepared dataset that are missing, or differ from their recorded sha256.
 
     Returned as "<file> (missing)" / "<file> (sha256 differs)", in manifest order. Hashing runs in
     `threads` threads (hashlib releases the GIL).
@@ -103,7 +103,7 @@ def damaged_files(root: Path, checksums: dict[str, str], *, hashes: bool = True,
         path = root / rel
         if not path.is_file():
             return f"{rel} (missing)"
-        if hashes and sha256_file(path) != checksums[rel]:
+        if sha256_file(path) != checksums[rel]:
             return f"{rel} (sha256 differs)"
         return None
 
