@@ -125,7 +125,7 @@ def _run_jobs(jobs: list[SceneJob], workers: int) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     todo = deque(jobs)
     try:
-        children = min(workers, len(jobs)) - 1
+        children = max(min(workers, len(jobs)) - 1, 0)
         if children == 0:
             while todo:
                 results.append(run_scene_job(todo.popleft()))
@@ -212,11 +212,12 @@ def run_prepare(cfg: PrepareConfig) -> str:
     replace = False
     if old is not None:
         try:
-            old_fp = json.loads(old).get("fingerprint")
+            old_manifest = json.loads(old)
+            old_fp, old_version = old_manifest.get("fingerprint"), old_manifest.get("format_version")
         except (json.JSONDecodeError, AttributeError):
-            old_fp = None
-        if old_fp == fp and json.loads(old).get("format_version") == FORMAT_VERSION:
-            damage = _damage(cfg, json.loads(old))
+            old_fp = old_version = None
+        if old_fp == fp and old_version == FORMAT_VERSION:
+            damage = _damage(cfg, old_manifest)
             if damage is None:
                 log.info("%s is up to date (same inputs and options%s); nothing to do", cfg.output,
                          ", every file matches its sha256" if cfg.verify else "")

@@ -7,6 +7,8 @@ import torch
 
 from cdseg.models.norm import ABN, norm_act
 
+from ._pairs import same_random_state
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -21,14 +23,7 @@ def test_iabn_cuda_matches_the_fallback(activation: str, training: bool) -> None
     ref = norm_act("iabn", 16, activation).cuda()
     assert not isinstance(ref, ABN)
     ours = ABN(16, activation=activation).cuda()
-    with torch.no_grad():
-        ref.weight.copy_(torch.randn(16))
-        ref.bias.copy_(torch.randn(16))
-        ref.running_mean.copy_(torch.randn(16))
-        ref.running_var.copy_(torch.rand(16) + 0.5)
-    ours.load_state_dict(ref.state_dict())
-    ref.train(training)
-    ours.train(training)
+    same_random_state(ref, ours, 16, training)
     x = torch.randn(4, 16, 24, 24, device="cuda")
     x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
     y_ref, y_ours = ref(x_ref * 1.0), ours(x_ours * 1.0)

@@ -10,6 +10,8 @@ from torch import nn
 from cdseg.models import convert_sync, norm
 from cdseg.models.norm import ABN, norm_act
 
+from ._pairs import same_random_state
+
 
 @pytest.fixture
 def no_iabn(monkeypatch: pytest.MonkeyPatch):
@@ -60,14 +62,7 @@ def test_fallback_equals_inplace_abn_cpu(activation: str, training: bool) -> Non
     torch.manual_seed(0)
     ref = iabn.InPlaceABN(6, activation=activation, activation_param=0.01)
     ours = ABN(6, activation=activation)
-    with torch.no_grad():
-        ref.weight.copy_(torch.randn(6))
-        ref.bias.copy_(torch.randn(6))
-        ref.running_mean.copy_(torch.randn(6))
-        ref.running_var.copy_(torch.rand(6) + 0.5)
-    ours.load_state_dict(ref.state_dict())
-    ref.train(training)
-    ours.train(training)
+    same_random_state(ref, ours, 6, training)
     x = torch.randn(3, 6, 4, 5)
     x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
     y_ref = ref(x_ref * 1.0)  # inplace-abn overwrites its input: feed it a fresh tensor
