@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import yaml
 from kfp import compiler
 
 from pipelines.factory import SHIPPED_TASKS, BuildOptions, make_pipeline
@@ -26,8 +28,8 @@ def compile_task(task: str, output_dir: str | Path = COMPILED_DIR, *, options: B
     from cdseg.utils.atomic import atomic_file
 
     out = Path(output_dir) / compiled_name(task)
+    pipeline = make_pipeline(task, num_steps=num_steps, options=options)  # an unknown task fails before any mkdir
     out.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = make_pipeline(task, num_steps=num_steps, options=options)
     tmp = out.with_name(f".{out.name}.compiling.yaml")
     try:
         compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(tmp))
@@ -36,6 +38,49 @@ def compile_task(task: str, output_dir: str | Path = COMPILED_DIR, *, options: B
         out.chmod(0o644)
     finally:
         tmp.unlink(missing_ok=True)
+    return out
+
+
+#: keys that record who compiled a pipeline, not what it does (a kfp upgrade within the lock changes them)
+PROVENANCE_KEYS = frozenset({"sdkVersion"})
+
+
+def pipeline_structure(text: str) -> list[Any]:
+    """The YAML documents of a compiled pipeline without provenance keys: what golden files compare."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in PROVENANCE_KEYS}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return [strip(doc) for doc in yaml.safe_load_all(text)]
+
+
+def structure_diff(expected: Any, actual: Any, path: str = "", limit: int = 10) -> list[str]:
+    """Where two pipeline structures differ, as `path: expected != actual` lines (at most `limit`)."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if len(out) >= limit:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                sub = f"{where}.{key}" if where else str(key)
+                if key not in a:
+                    out.append(f"{sub}: added")
+                elif key not in b:
+                    out.append(f"{sub}: removed")
+                else:
+                    walk(a[key], b[key], sub)
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{where}[{i}]")
+        elif a != b:
+            out.append(f"{where}: {str(a)[:80]!r} != {str(b)[:80]!r}")
+
+    walk(expected, actual, path)
     return out
 
 
