@@ -1,4 +1,4 @@
-"""`cdseg launch`: run one incremental step as a PyTorchJob (or print it with --dry-run)."""
+"""`cdseg launch`: run one incremental step as a TrainJob or PyTorchJob (or print it with --dry-run)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ EPILOG = """\
 examples:
   cdseg launch --run exp1 --step 0 --task 222a --image ghcr.io/cdseg/cdseg:0.1.0 --replicas 2 --gpus 1 \\
       -- --method mib-cd --data.root s3://bucket/prepared --output s3://bucket/runs/exp1
-  cdseg launch --config k8s/launch-kind.yaml --step 1 --dry-run > job.yaml
+  cdseg launch --config k8s/overlays/kind/launch.yaml --step 1 --backend trainjob --dry-run > job.yaml
 
 Everything after `--` is passed to `cdseg train` inside the pods (after --train-args, if any);
 --task.name and --task.step are added from --task and --step when absent.
+--backend auto (the default) uses whichever kind the cluster serves, TrainJob first.
 exit codes: 0 job succeeded; 2 bad option or a cluster set-up problem (missing CRD, namespace,
-permission, image); 1 the job failed or timed out (it has been deleted)."""
+permission, image); 1 the job failed, timed out, never started (--pending-timeout) or the API kept
+failing (it has been deleted); 130 cancelled (SIGTERM, Ctrl-C; it has been deleted).
+Errors are one line (plus the job's log tail); --debug adds the traceback."""
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,21 +32,24 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: LaunchConfig, extra: argparse.Namespace) -> int:
-    """Build the step's PyTorchJob; print it (--dry-run) or run it to completion."""
+    """Build the step's job; print it (--dry-run) or run it to completion."""
     import yaml
 
-    from cdseg.launch import JobCancelledError, JobFailedError, JobTimeoutError, build_pytorchjob, run_job
+    from cdseg.errors import UserError
+    from cdseg.launch import JobCancelledError, LaunchError, build_job, run_job
 
     spec = cfg.to_spec(list(getattr(extra, "extra_train_args", None) or []))
     if cfg.dry_run:
-        sys.stdout.write(yaml.safe_dump(build_pytorchjob(spec), sort_keys=False))
+        sys.stdout.write(yaml.safe_dump(build_job(spec), sort_keys=False))
         return 0
     try:
         result = run_job(spec, kubeconfig=cfg.kubeconfig, context=cfg.context, in_cluster=cfg.in_cluster,
                          options=cfg.run_options())
-    except (JobFailedError, JobTimeoutError, JobCancelledError) as exc:
-        # the job's own failure, not a bug of the launcher: the message (and log tail), no traceback
-        log.error("%s", exc)
+    except LaunchError as exc:
+        if isinstance(exc, UserError):
+            raise  # a set-up problem: exit 2, one line
+        # the job's failure or the cluster's, not a bug of the launcher: the message (and log tail), no traceback
+        log.error("%s", exc, exc_info=bool(getattr(extra, "debug", False)))
         return 130 if isinstance(exc, JobCancelledError) else 1
     log.info("job %s/%s %s in %.0fs%s", result.namespace, result.name, result.state.phase.lower(), result.duration_s,
              " (adopted from an earlier attempt)" if result.adopted else "")
@@ -52,10 +58,10 @@ def run(cfg: LaunchConfig, extra: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="launch",
-    help="run one incremental step as a PyTorchJob on Kubernetes",
-    description="Run one incremental step of `cdseg train` as a Kubeflow PyTorchJob (Training Operator v1): "
-                "create it (or adopt the one a previous attempt created), stream the master's log, wait for the "
-                "end, and delete it on failure, timeout or cancellation.",
+    help="run one incremental step as a TrainJob or PyTorchJob on Kubernetes",
+    description="Run one incremental step of `cdseg train` as a Kubeflow Trainer v2 TrainJob or a Training "
+                "Operator v1 PyTorchJob: create it (or adopt the one a previous attempt created), stream rank 0's "
+                "log, wait for the end, and delete it on failure, timeout, pending timeout or cancellation.",
     config=LaunchConfig,
     run=run,
     add_arguments=_add_arguments,

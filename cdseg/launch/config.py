@@ -1,7 +1,8 @@
-"""`LaunchConfig`: the options of `cdseg launch` (and of the train component's PyTorchJob mode)."""
+"""`LaunchConfig`: the options of `cdseg launch` (one step as a TrainJob or a PyTorchJob)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -12,7 +13,15 @@ from cdseg.launch.spec import JobSpec, VolumeMount
 
 
 class LaunchConfig(Section):
-    """One incremental step as a PyTorchJob: identity, image, shape, resources, placement, cluster access."""
+    """One incremental step as a training job: kind, identity, image, shape, resources, placement, cluster access."""
+
+    backend: Literal["auto", "trainjob", "pytorchjob"] = Field(
+        "auto", description="kind of job: trainjob (Kubeflow Trainer v2), pytorchjob (Training Operator v1, legacy) "
+                            "or auto (whichever the cluster serves, TrainJob first; --dry-run prints a TrainJob)")
+    runtime: str = Field("torch-distributed", description="trainjob: the ClusterTrainingRuntime (or TrainingRuntime, "
+                                                          "see runtime_kind) the job references")
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = Field(
+        "ClusterTrainingRuntime", description="trainjob: kind of the runtime (TrainingRuntime: one in the job's namespace)")
 
     run: str = Field("cdseg", description="run name; with the step it names the job (cdseg-<run>-s<step>-<hash>) "
                                           "and labels its pods")
@@ -38,15 +47,30 @@ class LaunchConfig(Section):
     restart_policy: Literal["ExitCode", "OnFailure", "Never"] = Field(
         "ExitCode", description="pod restarts: ExitCode retries signals/OOM (128-255) only")
     backoff_limit: int = Field(3, ge=0, description="pod restarts before the job fails")
-    active_deadline: int | None = Field(None, ge=1, description="job's own wall-clock limit (seconds; server side)")
+    active_deadline: int | None = Field(None, ge=1, description="job's own wall-clock limit (seconds; server side; "
+                                                                "default: --timeout, so the job cannot outlive the "
+                                                                "launcher's budget even if the launcher is killed)")
     ttl: int | None = Field(86400, ge=0, description="seconds a finished job is kept before the operator deletes it")
     timeout: float | None = Field(None, gt=0, description="launcher's wait limit (seconds); the job is deleted after it")
+    elastic_min: int | None = Field(None, ge=1, description="pytorchjob: train elastically (c10d rendezvous), going "
+                                                            "on with down to this many pods when nodes are lost; "
+                                                            "none: fixed size")
+    elastic_max: int | None = Field(None, ge=1, description="pytorchjob, elastic: at most this many pods "
+                                                            "(default: replicas)")
+    elastic_max_restarts: int = Field(3, ge=0, description="pytorchjob, elastic: rank restarts before the job fails")
+    pending_timeout: float | None = Field(1800, gt=0, description="fail (and delete) the job when its pods have not "
+                                                                  "started after this many seconds (unschedulable, "
+                                                                  "queued, image pulls); none: wait")
+    queue: str = Field("", description="Kueue LocalQueue of the job (label kueue.x-k8s.io/queue-name; '' for none)")
+    priority_class: str = Field("", description="PriorityClass of the pods (pytorchjob) or Kueue WorkloadPriorityClass "
+                                                "(trainjob); '' for none")
     delete_on_success: bool = Field(False, description="delete the job as soon as it succeeds (else ttl applies)")
     keep_failed: bool = Field(False, description="keep a failed job and its pods for debugging")
     kubeconfig: str | None = Field(None, description="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     context: str | None = Field(None, description="kubeconfig context")
     in_cluster: bool | None = Field(None, description="use the pod's service account (default: when inside a pod)")
-    dry_run: bool = Field(False, description="print the PyTorchJob YAML and exit without contacting the cluster")
+    dry_run: bool = Field(False, description="print the job's YAML (TrainJob or PyTorchJob, per backend) and exit "
+                                             "without contacting the cluster")
     train_args: list[str] = Field(default_factory=list, description="arguments of `cdseg train` (YAML/JSON list; "
                                                                     "or give them after --)")
 
@@ -74,10 +98,19 @@ class LaunchConfig(Section):
             tolerations=tuple(self.tolerations), service_account=self.service_account or None,
             s3_secret=self.s3_secret or None, volumes=volumes, env=dict(self.env),
             image_pull_secrets=tuple(self.image_pull_secrets), restart_policy=self.restart_policy,
-            backoff_limit=self.backoff_limit, active_deadline_s=self.active_deadline, ttl_s=self.ttl,
+            backoff_limit=self.backoff_limit, active_deadline_s=self.deadline(), ttl_s=self.ttl,
+            backend=self.backend, runtime=self.runtime, runtime_kind=self.runtime_kind, queue=self.queue or None,
+            priority_class=self.priority_class or None, elastic_min=self.elastic_min, elastic_max=self.elastic_max,
+            elastic_max_restarts=self.elastic_max_restarts,
         )
+
+    def deadline(self) -> int | None:
+        """The job's `activeDeadlineSeconds`: --active-deadline, else the step's budget (--timeout), else none."""
+        if self.active_deadline is not None:
+            return self.active_deadline
+        return max(1, math.ceil(self.timeout)) if self.timeout is not None else None
 
     def run_options(self) -> RunOptions:
         """How the launcher follows the job."""
         return RunOptions(timeout_s=self.timeout, delete_on_success=self.delete_on_success,
-                          keep_failed=self.keep_failed)
+                          keep_failed=self.keep_failed, pending_timeout_s=self.pending_timeout)

@@ -28,7 +28,7 @@ class KubeConfigError(ClusterSetupError):
 
 
 class CRDNotInstalledError(ClusterSetupError):
-    """The `pytorchjobs.kubeflow.org` resource is unknown to the API server."""
+    """The job resource of the chosen backend (or of every backend, for `auto`) is unknown to the API server."""
 
 
 class NamespaceNotFoundError(ClusterSetupError):
@@ -56,7 +56,7 @@ class JobConflictError(ClusterSetupError):
 
 
 class JobFailedError(LaunchError):
-    """The PyTorchJob ended Failed; carries the operator's reason and the master's log tail."""
+    """The job ended Failed; carries the operator's reason and the leader's (rank 0's) log tail."""
 
     def __init__(self, message: str, *, name: str, reason: str, log_tail: list[str]) -> None:
         super().__init__(message)
@@ -65,6 +65,10 @@ class JobFailedError(LaunchError):
 
 class JobTimeoutError(LaunchError):
     """The job did not finish within the launcher's timeout (it has been deleted)."""
+
+
+class JobPendingError(LaunchError):
+    """The job's pods did not start within the pending timeout (unschedulable, queued); it has been deleted."""
 
 
 class JobCancelledError(LaunchError):

@@ -1,4 +1,4 @@
-"""Follow a created job to its end: watch its status, check its pods, stream the master's log.
+"""Follow a created job to its end: watch its status, check its pods, stream the leader's (rank 0's) log.
 
 `Follower` is the base of the runner (`cdseg.launch.runner`), which adds creating, adopting and
 deleting. API errors are translated into `LaunchError`s, except transient ones (5xx, 429, network),
@@ -16,10 +16,12 @@ from typing import Any
 
 import urllib3
 
+from cdseg.launch.backend import JobBackend, JobState, resource
 from cdseg.launch.errors import (
     ImagePullError,
     JobCancelledError,
     JobFailedError,
+    JobPendingError,
     JobTimeoutError,
     JobVanishedError,
     KubeConfigError,
@@ -28,7 +30,6 @@ from cdseg.launch.errors import (
 )
 from cdseg.launch.kube import KubeApis, kubernetes, translate
 from cdseg.launch.logs import LogFollower, find_pods, read_tail
-from cdseg.launch.pytorchjob import CONTAINER, JobBuilder, JobState
 from cdseg.launch.spec import JobSpec
 
 log = logging.getLogger("cdseg.launch.runner")
@@ -43,7 +44,8 @@ _RECONNECT_ERRORS: tuple[type[BaseException], ...] = (*NETWORK_ERRORS, ValueErro
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    """A 5xx, 429 or network error: worth retrying."""
     return isinstance(exc, NETWORK_ERRORS) or getattr(exc, "status", None) in _TRANSIENT_STATUS
 
 
@@ -60,19 +62,26 @@ class RunOptions:
     stream_logs: bool = True
     delete_wait_s: float = 60.0          # how long to wait for a failed job being replaced to go away
     outage_grace_s: float = 600.0        # how long the API server may be unreachable (5xx, 429, network) mid-job
-    handle_signals: bool = True          # SIGTERM cancels (only from the main thread)
+    handle_signals: bool = True          # SIGTERM and SIGINT cancel (only from the main thread)
+    pending_timeout_s: float | None = 1800.0  # fail (and delete) a job whose pods have not started by then
+    create_attempts: int = 5             # create tries on 5xx, 429 and network errors
+    retry_backoff_s: float = 1.0         # first wait between create tries (doubles, at most 30 s)
 
 
 class Follower:
     """Watches job `spec.name` until it finishes; the runner's base class."""
 
-    def __init__(self, spec: JobSpec, apis: KubeApis, builder: JobBuilder, opts: RunOptions,
+    def __init__(self, spec: JobSpec, apis: KubeApis, backend: JobBackend, opts: RunOptions,
                  sink: Callable[[str], None], cancel: threading.Event) -> None:
-        self.spec, self.apis, self.builder, self.opts, self.sink, self.cancel = spec, apis, builder, opts, sink, cancel
+        self.spec, self.apis, self.backend, self.opts, self.sink, self.cancel = spec, apis, backend, opts, sink, cancel
         self.name, self.ns = spec.name, spec.namespace
-        self.resource = f"{builder.group}/{builder.plural}"
+        self.resource = resource(backend)
         self.follower: LogFollower | None = None
         self._pull_seen: dict[str, int] = {}
+        self._reported: set[str] = set()
+        self._started = False                 # a pod of the job ran (or the job finished)
+        self._pending_reason = "its pods were not created (is the operator running?)"
+        self._pending_since = time.monotonic()
 
     def _call(self, verb: str, fn: Callable[..., Any], *args: Any, name: str = "", resource: str | None = None,
               **kwargs: Any) -> Any:
@@ -81,7 +90,7 @@ class Follower:
         try:
             return fn(*args, **kwargs)
         except BaseException as exc:
-            if _is_transient(exc):
+            if is_transient(exc):
                 raise
             if not isinstance(exc, k.client.ApiException):
                 raise
@@ -92,7 +101,7 @@ class Follower:
                                "--kubeconfig/--context, or the network")
 
     def _co(self) -> tuple[str, str, str, str]:
-        return self.builder.group, self.builder.version, self.ns, self.builder.plural
+        return self.backend.group, self.backend.version, self.ns, self.backend.plural
 
     def _get(self) -> dict[str, Any] | None:
         k = kubernetes()
@@ -102,12 +111,13 @@ class Follower:
         except k.client.ApiException as exc:
             if exc.status == 404:
                 return None
-            if _is_transient(exc):
+            if is_transient(exc):
                 raise
             raise translate(exc, verb="get", resource=self.resource, namespace=self.ns, name=self.name) from exc
 
     def _wait(self, start: float) -> JobState:
         deadline = None if self.opts.timeout_s is None else start + self.opts.timeout_s
+        self._pending_since = start
         k = kubernetes()
         resource_version: str | None = None
         next_pod_check = 0.0
@@ -117,7 +127,7 @@ class Follower:
                 resource_version, next_pod_check, done = self._round(k, deadline, resource_version, next_pod_check)
                 outage_since = None
             except Exception as exc:
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     raise
                 now = time.monotonic()
                 outage_since = now if outage_since is None else outage_since
@@ -150,6 +160,7 @@ class Follower:
         if now >= next_pod_check:
             self._check_pods()
             next_pod_check = now + self.opts.pod_check_s
+        self._check_pending(now)
         window = self.opts.watch_window_s if deadline is None else max(0.05, min(self.opts.watch_window_s, deadline - now))
         window = min(window, max(0.05, next_pod_check - now))
         kwargs: dict[str, Any] = {
@@ -184,7 +195,7 @@ class Follower:
             if exc.status == 410:  # the resource version expired: list again and go on
                 log.debug("watch expired (410 Gone); re-listing %s", self.name)
                 return None, next_pod_check, None
-            if _is_transient(exc):
+            if is_transient(exc):
                 raise
             raise translate(exc, verb="watch", resource=self.resource, namespace=self.ns) from exc
         except _RECONNECT_ERRORS as exc:
@@ -196,9 +207,14 @@ class Follower:
         return resource_version, next_pod_check, None
 
     def _observe(self, obj: dict[str, Any]) -> JobState:
-        state = self.builder.state(obj)
+        state = self.backend.state(obj)
         if state.phase in ("Running", "Restarting", "Succeeded", "Failed"):
+            self._started = True
             self._start_logs()
+        if state.phase == "Suspended":
+            self._report("suspended", f"job {self.ns}/{self.name} is suspended ({state.reason or 'no reason'}: "
+                         f"{state.message or 'no message'}): it is queued until admitted (Kueue: check "
+                         "`kubectl get workloads -n " + self.ns + "` and the ClusterQueue's quota), or resume it")
         if state.phase == "Restarting":
             log.warning("job %s/%s is restarting: %s", self.ns, self.name, state.message or state.reason)
         return state
@@ -209,10 +225,10 @@ class Follower:
             return state
         self._stop_logs()
         tail = self._tail()
-        shown = "\n".join(tail) if tail else "(no log: the master pod is gone or never started)"
+        shown = "\n".join(tail) if tail else "(no log: the leader pod is gone or never started)"
         raise JobFailedError(
             f"job {self.ns}/{self.name} failed: {state.reason or 'Failed'}: {state.message or 'no message'}\n"
-            f"--- last {len(tail)} lines of the master's log ---\n{shown}",
+            f"--- last {len(tail)} lines of the leader's (rank 0's) log ---\n{shown}",
             name=self.name, reason=state.reason, log_tail=tail)
 
     def _check_cancel(self) -> None:
@@ -223,11 +239,33 @@ class Follower:
         if self.cancel.wait(seconds):
             self._check_cancel()
 
-    # ---- pods: fatal waiting reasons --------------------------------------------------------------
+    # ---- pods: fatal waiting reasons, and why they are pending ------------------------------------
+    def _report(self, key: str, message: str) -> None:
+        """Log `message` once per `key`; it is also the reason given if the pending timeout strikes."""
+        self._pending_reason = message
+        if key not in self._reported:
+            self._reported.add(key)
+            log.warning("%s", message)
+
+    def _check_pending(self, now: float) -> None:
+        limit = self.opts.pending_timeout_s
+        if self._started or limit is None or now - self._pending_since < limit:
+            return
+        raise JobPendingError(f"job {self.ns}/{self.name} did not start within {limit:.0f}s (--pending-timeout): "
+                              f"{self._pending_reason}; deleted it")
+
     def _check_pods(self) -> None:
-        pods = self._call("list", find_pods, self.apis, self.ns, self.builder.pod_selector(self.name), resource="pods")
+        pods = self._call("list", find_pods, self.apis, self.ns, self.backend.pod_selector(self.name), resource="pods")
         for pod in pods:
             status = pod.status
+            if status is not None and status.phase in ("Running", "Succeeded", "Failed"):
+                self._started = True
+            for cond in (status.conditions or []) if status else []:
+                if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+                    self._report(f"unschedulable {pod.metadata.name}", (
+                        f"pod {pod.metadata.name} cannot be scheduled: {cond.message or cond.reason}; free or add "
+                        "nodes with the requested resources, lower --gpus/--cpu/--memory, or fix --node-selector/"
+                        "--tolerations"))
             statuses = list((status.init_container_statuses or []) if status else []) + list(
                 (status.container_statuses or []) if status else [])
             for st in statuses:
@@ -243,6 +281,9 @@ class Follower:
                 if reason in _CONFIG_FATAL:
                     raise PodConfigError(f"{where} cannot start: {reason}: {message}; create the Secret/ConfigMap it "
                                          "names (see k8s/base) or fix the job's volumes and env")
+                if reason == "CrashLoopBackOff":
+                    self._report(f"crashloop {where}", f"{where} keeps crashing ({message or reason}); its log above "
+                                 "says why; the job fails when its restarts run out")
 
     def _seen_twice(self, where: str) -> bool:
         self._pull_seen[where] = self._pull_seen.get(where, 0) + 1
@@ -251,7 +292,7 @@ class Follower:
     # ---- logs -----------------------------------------------------------------------------------
     def _start_logs(self) -> None:
         if self.follower is None and self.opts.stream_logs:
-            self.follower = LogFollower(self.apis, self.ns, self.builder.master_pod_selector(self.name), CONTAINER,
+            self.follower = LogFollower(self.apis, self.ns, self.backend.leader_pod_selector(self.spec), self.backend.container,
                                         self.sink, tail_lines=self.opts.log_tail_lines,
                                         retry_s=min(2.0, self.opts.watch_window_s))
             self.follower.start()
@@ -263,5 +304,5 @@ class Follower:
     def _tail(self) -> list[str]:
         if self.follower is not None and self.follower.tail:
             return list(self.follower.tail)
-        return read_tail(self.apis, self.ns, self.builder.master_pod_selector(self.name), CONTAINER,
+        return read_tail(self.apis, self.ns, self.backend.leader_pod_selector(self.spec), self.backend.container,
                          self.opts.log_tail_lines)

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from cdseg.launch.backend import JobBackend, all_backends, permissions
 from cdseg.launch.errors import (
-    INSTALL_OPERATOR,
     CRDNotInstalledError,
     ForbiddenError,
     KubeConfigError,
@@ -21,12 +21,20 @@ from cdseg.launch.errors import (
 )
 from cdseg.utils.lazy import lazy_import
 
-#: every (resource, verb) the launcher calls; k8s/base/rbac.yaml grants exactly these (a test checks it)
-REQUIRED_PERMISSIONS: dict[str, frozenset[str]] = {
-    "kubeflow.org/pytorchjobs": frozenset({"create", "get", "watch", "delete"}),
-    "pods": frozenset({"list"}),
-    "pods/log": frozenset({"get"}),
-}
+#: what the launcher calls besides its backend's resource: following pods, reading the leader's log
+POD_PERMISSIONS: dict[str, frozenset[str]] = {"pods": frozenset({"list"}), "pods/log": frozenset({"get"})}
+
+
+def required_permissions(backends: list[JobBackend] | None = None) -> dict[str, frozenset[str]]:
+    """Every (resource, verbs) the launcher calls with these backends (default: all of them)."""
+    out = dict(POD_PERMISSIONS)
+    for backend in backends if backends is not None else all_backends():
+        out.update(permissions(backend))
+    return out
+
+
+#: every (resource, verb) the launcher calls, for both backends; k8s/base/rbac.yaml grants exactly these
+REQUIRED_PERMISSIONS: dict[str, frozenset[str]] = required_permissions()
 
 
 def kubernetes() -> Any:
@@ -75,6 +83,23 @@ def connect(kubeconfig: str | None = None, context: str | None = None, in_cluste
     return KubeApis.from_api_client(k.client.ApiClient(configuration))
 
 
+def served(apis: KubeApis, backend: JobBackend) -> bool:
+    """Whether the API server serves the backend's resource (API discovery; needs no RBAC beyond login)."""
+    k = kubernetes()
+    path = f"/apis/{backend.group}/{backend.version}"
+    try:
+        found = apis.api_client.call_api(path, "GET", auth_settings=["BearerToken"], response_type="object",
+                                         _return_http_data_only=True, _request_timeout=(10, 30))
+    except k.client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise translate(exc, verb="get", resource=path, namespace="(discovery)") from exc
+    except OSError as exc:
+        raise KubeConfigError(f"cannot reach the Kubernetes API server at {apis.host} ({exc}); check "
+                              "--kubeconfig/--context, or the network") from exc
+    return any(r.get("name") == backend.plural for r in (found or {}).get("resources") or [])
+
+
 def status_body(exc: Any) -> dict[str, Any]:
     """The `Status` object of an ApiException (empty when the body is not JSON)."""
     try:
@@ -89,8 +114,9 @@ def api_message(exc: Any) -> str:
     return str(status_body(exc).get("message") or exc.reason or "").strip()
 
 
-def translate(exc: Any, *, verb: str, resource: str, namespace: str, name: str = "") -> LaunchError:
-    """Turn an ApiException into the `LaunchError` that says what to do."""
+def translate(exc: Any, *, verb: str, resource: str, namespace: str, name: str = "",
+              backend: JobBackend | None = None) -> LaunchError:
+    """Turn an ApiException into the `LaunchError` that says what to do (`backend`: whose resource it is)."""
     status = getattr(exc, "status", None)
     msg = api_message(exc)
     what = f"{resource} {name!r}" if name else resource
@@ -106,8 +132,22 @@ def translate(exc: Any, *, verb: str, resource: str, namespace: str, name: str =
         if details.get("kind") == "namespaces" or f'namespaces "{namespace}" not found' in msg:
             return NamespaceNotFoundError(f"namespace {namespace!r} does not exist; create it (kubectl create namespace "
                                           f"{namespace}) or pass --namespace with an existing one")
-        if resource.endswith("pytorchjobs") and not name:
+        if backend is not None and resource == f"{backend.group}/{backend.plural}" and not name:
             return CRDNotInstalledError(
-                f"the API server at this context does not serve {resource} (404: {msg or 'not found'}): the Kubeflow "
-                f"Training Operator v1 is not installed; install it with: {INSTALL_OPERATOR}")
-    return LaunchError(f"Kubernetes API error on '{verb}' {what} in namespace {namespace!r}: {status} {msg}".strip())
+                f"the API server at this context does not serve {resource} (404: {msg or 'not found'}): "
+                f"{backend.install_hint} (or pass --backend auto to use whichever kind the cluster serves)")
+    hint = _HINTS.get(status or 0, "check the request and the cluster (kubectl describe; --debug shows the traceback)")
+    return LaunchError(f"Kubernetes API error on '{verb}' {what} in namespace {namespace!r}: {status} "
+                       f"{msg or getattr(exc, 'reason', '') or ''}".rstrip() + f"; {hint}")
+
+
+_HINTS = {
+    400: "the object was rejected as malformed; report it with --debug output",
+    409: "another object is in the way; delete it or use another run name",
+    422: "the object was rejected as invalid (an admission policy or an older CRD version?); check the message",
+    429: "the API server kept throttling requests; retry later",
+    500: "the API server or an admission webhook failed; check `kubectl get --raw /readyz` and the webhooks' pods",
+    502: "the API server was unavailable; retry when `kubectl get --raw /readyz` says ok",
+    503: "the API server was unavailable; retry when `kubectl get --raw /readyz` says ok",
+    504: "the API server timed out; retry when `kubectl get --raw /readyz` says ok",
+}

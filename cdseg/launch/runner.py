@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdseg.launch.errors import JobCancelledError, JobConflictError, LaunchError
-from cdseg.launch.follow import NETWORK_ERRORS, Follower, RunOptions
-from cdseg.launch.kube import KubeApis, connect, kubernetes, translate
-from cdseg.launch.pytorchjob import JobBuilder, JobState, PyTorchJobBuilder
-from cdseg.launch.spec import ANNOTATION_RUN, ANNOTATION_SPEC_HASH, LABEL_RUN, LABEL_STEP, JobSpec
+from cdseg.launch.backend import JobBackend, JobState, all_backends, delete_command, get_backend, resource
+from cdseg.launch.errors import CRDNotInstalledError, JobCancelledError, JobConflictError, LaunchError
+from cdseg.launch.follow import NETWORK_ERRORS, Follower, RunOptions, is_transient
+from cdseg.launch.kube import KubeApis, connect, kubernetes, served, status_body, translate
+from cdseg.launch.spec import ANNOTATION_RUN, ANNOTATION_SPEC_HASH, LABEL_RUN, LABEL_STEP, JobSpec, label_value
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +40,48 @@ class JobResult:
 
 def run_job(spec: JobSpec, *, apis: KubeApis | None = None, kubeconfig: str | None = None,
             context: str | None = None, in_cluster: bool | None = None, options: RunOptions | None = None,
-            builder: JobBuilder | None = None, log_sink: Callable[[str], None] | None = None,
+            backend: JobBackend | None = None, log_sink: Callable[[str], None] | None = None,
             cancel: threading.Event | None = None) -> JobResult:
     """Create (or adopt) the job of `spec`, follow it to the end, and return or raise.
 
-    Returns on Succeeded. Raises `JobFailedError` (reason + log tail), `JobTimeoutError`,
-    `JobCancelledError` (SIGTERM / `cancel` set), or a `ClusterSetupError` (missing CRD, namespace,
-    permission, image). The job is deleted on every error path (see the module doc).
+    The kind of job is `backend`, else `spec.backend` (`auto`: whichever the cluster serves, TrainJob
+    first). Returns on success. Raises `JobFailedError` (reason + log tail), `JobTimeoutError`,
+    `JobPendingError`, `JobCancelledError` (SIGTERM / SIGINT / `cancel` set), a `ClusterSetupError`
+    (missing CRD, namespace, permission, image) or a `LaunchError` (API errors after retries). The
+    job is deleted on every error path (see the module doc).
     """
     if apis is None:
         apis = connect(kubeconfig, context, in_cluster)
-    runner = _Runner(spec, apis, builder or PyTorchJobBuilder(), options or RunOptions(),
+    if backend is None:
+        backend = resolve_backend(spec.backend, apis)
+    runner = _Runner(spec, apis, backend, options or RunOptions(),
                      log_sink or (lambda line: log.info("[%s] %s", spec.name, line)), cancel or threading.Event())
     return runner.run()
+
+
+def resolve_backend(name: str, apis: KubeApis) -> JobBackend:
+    """The backend called `name`; for `auto`, the first of `BACKEND_NAMES` whose resource the cluster serves."""
+    if name != "auto":
+        return get_backend(name)
+    candidates = all_backends()
+    for candidate in candidates:
+        if served(apis, candidate):
+            log.info("backend auto: the cluster serves %s; launching a %s", resource(candidate), candidate.kind)
+            return candidate
+    hints = "; or ".join(c.install_hint for c in candidates)
+    raise CRDNotInstalledError(f"the API server at {apis.host} serves none of "
+                               f"{', '.join(resource(c) for c in candidates)}: {hints}")
 
 
 class _Runner(Follower):
     """Creates or adopts the job, follows it (`Follower`), and deletes it per the policy above."""
 
-    def __init__(self, spec: JobSpec, apis: KubeApis, builder: JobBuilder, opts: RunOptions,
+    def __init__(self, spec: JobSpec, apis: KubeApis, backend: JobBackend, opts: RunOptions,
                  sink: Callable[[str], None], cancel: threading.Event) -> None:
-        super().__init__(spec, apis, builder, opts, sink, cancel)
+        super().__init__(spec, apis, backend, opts, sink, cancel)
         self._create_sent = False
+        # a kind without a TTL would stay forever: delete it once it has succeeded (its log tail is kept)
+        self._delete_on_success = opts.delete_on_success or not backend.expires
 
     # ---- the whole life cycle -------------------------------------------------------------------
     def run(self) -> JobResult:
@@ -75,10 +95,10 @@ class _Runner(Follower):
                 state = self._wait(start)
                 succeeded = True
                 return JobResult(self.name, self.ns, state, adopted, time.monotonic() - start, self._tail(),
-                                 deleted=self.opts.delete_on_success)
+                                 deleted=self._delete_on_success)
             finally:
                 self._stop_logs()
-                if owned and (self.opts.delete_on_success if succeeded else not self.opts.keep_failed):
+                if owned and (self._delete_on_success if succeeded else not self.opts.keep_failed):
                     self._delete()
                 elif not owned and self._create_sent:
                     self._delete_if_ours()  # interrupted while the create request was in flight
@@ -95,35 +115,24 @@ class _Runner(Follower):
             self.cancel.set()
             raise JobCancelledError(f"cancelled by signal {signal.Signals(signum).name}; deleting job {self.ns}/{self.name}")
 
-        previous = signal.signal(signal.SIGTERM, on_term)
+        previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # ---- create or adopt ------------------------------------------------------------------------
     def _create_or_adopt(self) -> bool:
-        body = self.builder.build(self.spec)
-        k = kubernetes()
+        body = self.backend.build(self.spec)
         for _ in range(3):
-            try:
-                self._create_sent = True
-                self.apis.custom.create_namespaced_custom_object(*self._co(), body)
-                self._create_sent = False
-                log.info("created %s %s/%s (%d pods x %d processes)", self.builder.kind, self.ns, self.name,
-                         self.spec.replicas, self.spec.nproc_per_node)
+            if not self._create(body):
                 return False
-            except k.client.ApiException as exc:
-                self._create_sent = False
-                if exc.status != 409:
-                    raise translate(exc, verb="create", resource=self.resource, namespace=self.ns) from exc
-            except NETWORK_ERRORS as exc:
-                raise self._unreachable(exc) from exc
             existing = self._get()
             if existing is None:
                 continue  # deleted in between: create again
             self._check_identity(existing)
-            state = self.builder.state(existing)
+            state = self.backend.state(existing)
             if state.phase == "Failed" or (existing.get("metadata") or {}).get("deletionTimestamp"):
                 log.info("job %s/%s exists from an earlier attempt and %s; replacing it", self.ns, self.name,
                          "failed" if state.phase == "Failed" else "is being deleted")
@@ -139,6 +148,39 @@ class _Runner(Follower):
             return True
         raise LaunchError(f"could not create or adopt job {self.ns}/{self.name}: it keeps reappearing; retry later")
 
+    def _create(self, body: dict[str, Any]) -> bool:
+        """POST the job, retrying 5xx, 429 and network errors with backoff; False when created, True on 409."""
+        k = kubernetes()
+        delay = self.opts.retry_backoff_s
+        for attempt in range(1, self.opts.create_attempts + 1):
+            try:
+                self._create_sent = True
+                self.apis.custom.create_namespaced_custom_object(*self._co(), body)
+                self._create_sent = False
+                log.info("created %s %s/%s (%d pods x %d processes)", self.backend.kind, self.ns, self.name,
+                         self.spec.replicas, self.spec.nproc_per_node)
+                return False
+            except k.client.ApiException as exc:
+                if exc.status == 409:
+                    self._create_sent = False
+                    return True
+                if not is_transient(exc) or attempt == self.opts.create_attempts:
+                    self._create_sent = exc.status in (500, 502, 503, 504)  # it may exist regardless
+                    err = translate(exc, verb="create", resource=self.resource, namespace=self.ns, backend=self.backend)
+                    if attempt > 1 and type(err) is LaunchError:
+                        err = LaunchError(f"{err} (gave up after {attempt} attempts)")
+                    raise err from exc
+                log.warning("create %s %s/%s: %s %s; retrying in %.1fs (attempt %d of %d)", self.backend.kind,
+                            self.ns, self.name, exc.status, exc.reason, delay, attempt, self.opts.create_attempts)
+            except NETWORK_ERRORS as exc:
+                if attempt == self.opts.create_attempts:
+                    raise self._unreachable(exc) from exc
+                log.warning("create %s %s/%s: %s; retrying in %.1fs", self.backend.kind, self.ns, self.name,
+                            str(exc).splitlines()[0][:200], delay)
+            self._sleep(delay)
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
     def _check_identity(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         labels = meta.get("labels") or {}
@@ -148,8 +190,8 @@ class _Runner(Follower):
                 run is not None and run != self.spec.run):
             raise JobConflictError(
                 f"job {self.ns}/{self.name} already exists but belongs to run {run!r} step {labels.get(LABEL_STEP)!r}, "
-                f"not run {self.spec.run!r} step {self.spec.step}; delete it (kubectl delete pytorchjob -n {self.ns} "
-                f"{self.name}) or use another run name")
+                f"not run {self.spec.run!r} step {self.spec.step}; delete it ({delete_command(self.backend, self.ns, self.name)}) "
+                "or use another run name")
 
     def _wait_gone(self) -> None:
         deadline = time.monotonic() + self.opts.delete_wait_s
@@ -179,9 +221,46 @@ class _Runner(Follower):
         except k.client.ApiException as exc:
             if exc.status == 404:
                 return
-            log.error("could not delete job %s/%s (%s); delete it by hand: kubectl delete %s -n %s %s", self.ns,
-                      self.name, translate(exc, verb="delete", resource=self.resource, namespace=self.ns, name=self.name),
-                      self.builder.plural, self.ns, self.name)
+            log.error("could not delete job %s/%s (%s); delete it by hand: %s", self.ns, self.name,
+                      translate(exc, verb="delete", resource=self.resource, namespace=self.ns, name=self.name),
+                      delete_command(self.backend, self.ns, self.name))
         except Exception as exc:
-            log.error("could not delete job %s/%s (%s); delete it by hand: kubectl delete %s -n %s %s", self.ns,
-                      self.name, exc, self.builder.plural, self.ns, self.name)
+            log.error("could not delete job %s/%s (%s); delete it by hand: %s", self.ns, self.name, exc,
+                      delete_command(self.backend, self.ns, self.name))
+
+
+def delete_run_jobs(run: str, namespace: str, *, apis: KubeApis | None = None,
+                    backends: list[JobBackend] | None = None) -> list[str]:
+    """Delete every job labelled with run `run` in `namespace` (a pipeline's exit handler); the names deleted.
+
+    Covers a launcher killed without a chance to clean up (SIGKILL, a node lost). A backend whose
+    resource the cluster does not serve is skipped.
+    """
+    k = kubernetes()
+    apis = apis or connect()
+    selector = f"{LABEL_RUN}={label_value(run)}"
+    deleted: list[str] = []
+    for backend in backends if backends is not None else all_backends():
+        try:
+            found = apis.custom.list_namespaced_custom_object(backend.group, backend.version, namespace,
+                                                              backend.plural, label_selector=selector)
+        except k.client.ApiException as exc:
+            if exc.status == 404 and not status_body(exc).get("details"):
+                continue  # this kind is not served here
+            raise translate(exc, verb="list", resource=resource(backend), namespace=namespace,
+                            backend=backend) from exc
+        for obj in found.get("items") or []:
+            meta = obj.get("metadata") or {}
+            if (meta.get("annotations") or {}).get(ANNOTATION_RUN, run) != run or meta.get("deletionTimestamp"):
+                continue  # a truncated label shared by another run, or already going
+            try:
+                apis.custom.delete_namespaced_custom_object(
+                    backend.group, backend.version, namespace, backend.plural, meta["name"],
+                    body=k.client.V1DeleteOptions(propagation_policy="Foreground"))
+            except k.client.ApiException as exc:
+                if exc.status != 404:
+                    raise translate(exc, verb="delete", resource=resource(backend), namespace=namespace,
+                                    name=meta["name"]) from exc
+            log.info("deleted %s %s/%s left by run %s", backend.kind, namespace, meta["name"], run)
+            deleted.append(meta["name"])
+    return deleted

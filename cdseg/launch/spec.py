@@ -1,7 +1,7 @@
 """`JobSpec`: everything that defines one incremental step's distributed training job.
 
-It is backend-neutral (PyTorchJob v1 today, Trainer v2 TrainJob later): plain values only, no
-Kubernetes client objects. Names, labels and the train command derived from it live here too.
+It is backend-neutral (a `cdseg.launch.backend.JobBackend` turns it into a TrainJob or a PyTorchJob):
+plain values only, no Kubernetes client objects. Names, labels and the train command derived from it live here too.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ ANNOTATION_RUN = "cdseg.io/run-name"  # the run name unabridged
 ANNOTATION_SPEC_HASH = "cdseg.io/spec-hash"  # of the job's spec, to notice an adopted job built differently
 COMMON_LABELS = {"app.kubernetes.io/name": "cdseg", "app.kubernetes.io/component": "trainer",
                  "app.kubernetes.io/managed-by": "cdseg-launch"}
+
+#: how the pods start torchrun (see `cdseg.train.torchrun`)
+TORCHRUN = ("python", "-m", "cdseg.train.torchrun")
 
 #: job names stay this short because the operator names Services `<job>-worker-<i>`, which must be
 #: DNS-1035 labels of at most 63 characters
@@ -82,6 +85,12 @@ class JobSpec:
     clean_pod_policy: CleanPodPolicy = "Running"
     priority_class: str | None = None
     queue: str | None = None           # Kueue LocalQueue (label kueue.x-k8s.io/queue-name)
+    elastic_min: int | None = None     # PyTorchJob: elastic (c10d) down to this many pods instead of failing
+    elastic_max: int | None = None     # ... and up to this many (default: replicas)
+    elastic_max_restarts: int = 3      # ... restarting the ranks this many times
+    backend: Literal["auto", "trainjob", "pytorchjob"] = "auto"  # auto: whichever the cluster serves, TrainJob first
+    runtime: str = "torch-distributed"  # TrainJob: the (Cluster)TrainingRuntime it references
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
     run_as_user: int = 1000
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
@@ -98,6 +107,14 @@ class JobSpec:
         if self.gpus and self.nproc_per_node > self.gpus:
             raise ConfigError(f"nproc_per_node={self.nproc_per_node} exceeds gpus={self.gpus} per pod; "
                               "use one process per GPU")
+        if self.elastic_min is not None and not 1 <= self.elastic_min <= self.replicas <= (
+                self.elastic_max or self.replicas):
+            raise ConfigError(f"elastic_min={self.elastic_min}, replicas={self.replicas}, elastic_max="
+                              f"{self.elastic_max}: need 1 <= elastic_min <= replicas <= elastic_max")
+        if self.elastic_max is not None and self.elastic_min is None:
+            raise ConfigError(f"elastic_max={self.elastic_max} needs elastic_min (which turns elastic training on)")
+        if not self.runtime.strip():
+            raise ConfigError("runtime='' is empty; name the TrainingRuntime (default torch-distributed)")
         if not self.image:
             raise ConfigError("image='' is empty; give the training image (see docker/)")
         _check_arg(self.train_args, "--task.step", str(self.step), "step")
@@ -122,13 +139,14 @@ class JobSpec:
         return out
 
     def train_command(self) -> list[str]:
-        """`torchrun -m cdseg train ...`; torchrun reads nodes, rank and master from the PET_* env."""
+        """`torchrun -m cdseg train ...` (through `cdseg.train.torchrun`, which passes a rank's retryable exit
+        code on, where torchrun itself exits 1); torchrun reads nodes, rank and master from the PET_* env."""
         args = list(self.train_args)
         if self.task and not _has_arg(args, "--task.name"):
             args = ["--task.name", self.task, *args]
         if not _has_arg(args, "--task.step"):
             args = [*args, "--task.step", str(self.step)]
-        return ["torchrun", "-m", "cdseg", "train", *args]
+        return [*TORCHRUN, "-m", "cdseg", "train", *args]
 
 
 def job_name(run: str, step: int) -> str:

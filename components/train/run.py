@@ -3,7 +3,8 @@
 `local`: the step runs in this process (`cdseg.train.run_train`), or under `torchrun` with `nproc`
 processes; the checkpoint is copied into the `Model` artifact.
 
-`pytorchjob`: the step runs as a PyTorchJob (`cdseg.launch`). The job's pods never see this pod's
+`auto`, `trainjob`, `pytorchjob`: the step runs as a cluster job (`cdseg.launch`: a Trainer v2 TrainJob
+or a legacy PyTorchJob; `auto` picks whichever the cluster serves). The job's pods never see this pod's
 filesystem: the dataset and the previous checkpoint are read from shared storage (`workdir`: an s3://
 prefix or a PVC path mounted in both), uploaded there first when they are only local artifacts, and
 the job writes its checkpoint under `workdir`; it is then copied into the `Model` artifact, whose
@@ -58,10 +59,19 @@ class TrainRequest:
     api_host: str = ""
     pvc_name: str = ""
     pvc_mount: str = ""
+    queue: str = ""
+    priority_class: str = ""
+    pending_timeout_s: int = 1800
+
+    @property
+    def as_job(self) -> bool:
+        """Whether the step runs as a cluster job (any mode but `local`)."""
+        return self.launch_mode != "local"
 
     def __post_init__(self) -> None:
         self.step, self.nproc, self.num_workers = int(self.step), int(self.nproc), int(self.num_workers)
         self.gpus_per_node, self.job_timeout_s = int(self.gpus_per_node), int(self.job_timeout_s)
+        self.pending_timeout_s = int(self.pending_timeout_s)
         self.options = artifacts.flatten_options(self.options)
         self.hparams = artifacts.flatten_options(self.hparams)
         if str(self.hparams.get("in_channels", "")) in ("0", "0.0"):
@@ -72,15 +82,17 @@ class TrainRequest:
             raise ConfigError(f"train: step={self.step} must be >= 0")
         if self.nproc < 1:
             raise ConfigError(f"train: nproc={self.nproc} must be >= 1")
-        if self.num_workers < 0 or self.gpus_per_node < 0 or self.job_timeout_s <= 0:
-            raise ConfigError("train: num_workers and gpus_per_node must be >= 0 and job_timeout_s > 0")
+        if self.num_workers < 0 or self.gpus_per_node < 0 or self.job_timeout_s <= 0 or self.pending_timeout_s <= 0:
+            raise ConfigError("train: num_workers and gpus_per_node must be >= 0, job_timeout_s and "
+                              "pending_timeout_s > 0")
         taken = sorted((set(self.options) | set(self.hparams)) & set(RESERVED))
         if taken:
             raise ConfigError(f"train: options {taken} are set by the component from its parameters and "
                               f"artifacts; remove them from options")
-        if self.launch_mode == "pytorchjob" and not self.workdir:
-            raise ConfigError("train: launch_mode=pytorchjob needs workdir, shared storage the job's pods can reach "
-                              "(an s3:// prefix, or a PVC path mounted in the job's pods); set the pipeline's workdir")
+        if self.as_job and not self.workdir:
+            raise ConfigError(f"train: launch_mode={self.launch_mode} needs workdir, shared storage the job's pods can "
+                              "reach (an s3:// prefix, or a PVC path mounted in the job's pods); set the pipeline's "
+                              "workdir")
         if not self.run_id or "{{" in self.run_id:  # a placeholder the runner did not resolve
             self.run_id = uuid.uuid4().hex[:12]
 
@@ -93,7 +105,9 @@ def train_config(req: TrainRequest, data_uri: str, prev_uri: str | None, output:
     cli = artifacts.typed_options(TrainConfig, {**req.hparams, **req.options})
     cli.update({"task.name": req.task, "task.step": req.step, "method": req.method, "data.dataset": data_uri,
                 "output": output})
-    if prev_uri:
+    # A pipeline chains every method's steps the same way; joint's step k trains from scratch, so the
+    # edge from step k-1 only orders the steps and its checkpoint is not passed on.
+    if prev_uri and TrainConfig.uses_previous_checkpoint(req.method):
         cli["prev_checkpoint"] = prev_uri
     return load_config(TrainConfig, cli=cli)
 
@@ -109,10 +123,10 @@ def check_previous(req: TrainRequest, prev_model: Any) -> None:
 def run_train_step(req: TrainRequest, *, data: Any, prev_model: Any, model: Any) -> str:
     """Train the step by `req.launch_mode`; fill the `Model` artifact; return the checkpoint's URI."""
     check_previous(req, prev_model)
-    if req.launch_mode == "pytorchjob":
-        from components.train.pytorchjob import run_as_pytorchjob
+    if req.as_job:
+        from components.train.job import run_as_job
 
-        uri = run_as_pytorchjob(req, data=data, prev_model=prev_model)
+        uri = run_as_job(req, data=data, prev_model=prev_model)
         artifacts.copy_into(uri, model.path)
         model.metadata[artifacts.LOCATION_KEY] = uri
     else:
@@ -156,5 +170,5 @@ def run_local(cfg: Any, nproc: int) -> str:
 
 
 def default_image(image: str) -> str:
-    """The PyTorchJob's image: the one given, else the project's."""
+    """The job's image: the one given, else the project's."""
     return image or DEFAULT_IMAGE

@@ -45,3 +45,20 @@ def test_dry_run_output_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     job = yaml.safe_load(capsys.readouterr().out)
     assert crd_errors(job) == []
     assert [v for where, pod in pod_specs(job) for v in violations(where, pod)] == []
+
+
+def test_elastic_job_is_valid_and_has_workers_only() -> None:
+    import dataclasses
+
+    from cdseg.launch import PyTorchJobBackend
+
+    spec = dataclasses.replace(BASE, replicas=4, elastic_min=2, elastic_max=6, elastic_max_restarts=10)
+    job = build_pytorchjob(spec)
+    assert crd_errors(job) == []
+    assert job["spec"]["elasticPolicy"] == {"rdzvBackend": "c10d", "minReplicas": 2, "maxReplicas": 6,
+                                            "maxRestarts": 10}
+    assert set(job["spec"]["pytorchReplicaSpecs"]) == {"Worker"}
+    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 4
+    leader = PyTorchJobBackend().leader_pod_selector(spec)
+    assert leader["training.kubeflow.org/replica-type"] == "worker"
+    assert "elasticPolicy" not in build_pytorchjob(BASE)["spec"]

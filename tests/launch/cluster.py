@@ -1,5 +1,6 @@
 """A fake cluster for the launcher's tests: kmock (the Kubernetes API emulator) in a background
-thread, plus a fake Training Operator that walks a job's status conditions and creates its pods.
+thread, plus a fake operator that walks a job's status and creates its pods, playing either the
+Training Operator v1 (PyTorchJob) or Trainer v2 (TrainJob and its JobSet's pods): `FakeCluster.backend`.
 
 kmock runs on its own event loop in its own thread so that the launcher, a synchronous client,
 runs in the test's main thread (where it can receive SIGTERM).
@@ -17,10 +18,11 @@ from typing import Any
 import kmock as km
 from kubernetes import client
 
-from cdseg.launch import KubeApis, RunOptions
+from cdseg.launch import JobBackend, KubeApis, PyTorchJobBackend, RunOptions, TrainJobBackend, get_backend
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 JOBS = km.resource(f"{GROUP}/{VERSION}/{PLURAL}")
+TRAINJOBS = km.resource("trainer.kubeflow.org/v1alpha1/trainjobs")
 PODS = km.resource("v1/pods")
 LAUNCHER_AGENT = "OpenAPI-Generator"  # the kubernetes client's User-Agent; the fake operator's differs
 
@@ -37,6 +39,17 @@ class FakeCluster:
     namespace: str = "cdseg"
     logs: dict[str, bytes] = field(default_factory=dict)
     expire_watches: int = 0   # the next N watch requests get 410 Gone
+    backend: JobBackend = field(default_factory=PyTorchJobBackend)
+
+    @property
+    def jobs(self) -> Any:
+        """kmock's resource of the backend's jobs."""
+        b = self.backend
+        return km.resource(f"{b.group}/{b.version}/{b.plural}")
+
+    @property
+    def trainjob(self) -> bool:
+        return isinstance(self.backend, TrainJobBackend)
 
     # ---- plumbing -------------------------------------------------------------------------------
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
@@ -67,10 +80,35 @@ class FakeCluster:
 
     def job(self, name: str) -> dict[str, Any] | None:
         """The stored job, or None when absent or deleted."""
-        key = (JOBS, self.namespace, name)
+        key = (self.jobs, self.namespace, name)
         if key not in self.kmock.objects or self.kmock.objects[key].deleted:
             return None
         return dict(self.kmock.objects[key].raw)
+
+    def reject_creates(self, code: int, body: dict[str, Any], times: int | None = None) -> None:
+        """Answer the next `times` (None: every) job creation with `code` and `body`, storing nothing, as an
+        admission webhook that fails or a throttling API server does. (kmock's emulator stores a POSTed object
+        whatever a reaction answers, so the reaction takes it away again.)"""
+        seen: list[int] = []
+
+        def forget() -> None:
+            for key in [k for k in self.kmock.objects if k[0] == self.jobs]:
+                del self.kmock.objects[key]
+
+        def applies(req: km.Request) -> bool:
+            if req.id in seen:
+                return True
+            if times is None or len(seen) < times:
+                seen.append(req.id)
+                return True
+            return False
+
+        async def answer() -> dict[str, Any]:
+            await asyncio.sleep(0.02)  # the emulator stores the object meanwhile: take it away before answering
+            forget()
+            return body
+
+        self.setup(lambda kmock: kmock["post", self.jobs][applies] << code << (lambda: answer()))
 
     # ---- the fake operator ------------------------------------------------------------------------
     async def wait_for_job(self, name: str, timeout: float = 10) -> dict[str, Any]:
@@ -82,33 +120,51 @@ class FakeCluster:
             await asyncio.sleep(0.01)
         raise AssertionError(f"job {name} was never created")
 
-    async def set_conditions(self, name: str, conditions: list[dict[str, str]]) -> None:
-        """PATCH the job's /status with `conditions` (the whole list, as the operator keeps it)."""
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}/{name}/status"
-        async with self.kmock.patch(path, json={"status": {"conditions": conditions}},
+    async def set_conditions(self, name: str, conditions: list[dict[str, str]], **extra: Any) -> None:
+        """PATCH the job's /status with `conditions` (the whole list, as the operator keeps it) and `extra`."""
+        b = self.backend
+        path = f"/apis/{b.group}/{b.version}/namespaces/{self.namespace}/{b.plural}/{name}/status"
+        async with self.kmock.patch(path, json={"status": {"conditions": conditions, **extra}},
                                     headers={"Content-Type": "application/merge-patch+json"}) as resp:
             resp.raise_for_status()
 
+    def pod_name(self, job: str, replica: str = "master", index: int = 0) -> str:
+        """What the operator names a pod: `<job>-master-0` (v1) or `<job>-node-0-<index>-x` (JobSet)."""
+        if self.trainjob:
+            return f"{job}-node-0-{0 if replica == 'master' else index + 1}-x"
+        return f"{job}-{replica}-{index}"
+
     async def create_pod(self, job: str, replica: str = "master", index: int = 0, *, running: bool = True,
-                         waiting: str | None = None, image: str = "img") -> str:
+                         waiting: str | None = None, image: str = "img",
+                         unschedulable: str | None = None) -> str:
         """Create one of the job's pods, with the operator's labels and a container status."""
-        name = f"{job}-{replica}-{index}"
+        name = self.pod_name(job, replica, index)
         if waiting:
             state: dict[str, Any] = {"waiting": {"reason": waiting, "message": f"{waiting} for {image}"}}
         elif running:
             state = {"running": {"startedAt": "2026-11-24T00:00:00Z"}}
         else:
             state = {"waiting": {"reason": "ContainerCreating"}}
+        if self.trainjob:
+            labels = {"jobset.sigs.k8s.io/jobset-name": job, "jobset.sigs.k8s.io/replicatedjob-name": "node",
+                      "jobset.sigs.k8s.io/job-index": "0",
+                      "batch.kubernetes.io/job-completion-index": str(0 if replica == "master" else index + 1)}
+        else:
+            labels = {"training.kubeflow.org/job-name": job, "training.kubeflow.org/replica-type": replica,
+                      "training.kubeflow.org/replica-index": str(index)}
+        container = self.backend.container
+        status: dict[str, Any] = {"phase": "Running" if running and not waiting else "Pending"}
+        if unschedulable:
+            status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                     "message": unschedulable}]
+        else:
+            status["containerStatuses"] = [{"name": container, "image": image, "imageID": "", "ready": running,
+                                            "restartCount": 0, "state": state}]
         pod = {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": self.namespace, "uid": f"uid-{name}",
-                         "labels": {"training.kubeflow.org/job-name": job,
-                                    "training.kubeflow.org/replica-type": replica,
-                                    "training.kubeflow.org/replica-index": str(index)}},
-            "spec": {"containers": [{"name": "pytorch", "image": image}]},
-            "status": {"phase": "Running" if running and not waiting else "Pending",
-                       "containerStatuses": [{"name": "pytorch", "image": image, "imageID": "", "ready": running,
-                                              "restartCount": 0, "state": state}]},
+            "metadata": {"name": name, "namespace": self.namespace, "uid": f"uid-{name}", "labels": labels},
+            "spec": {"containers": [{"name": container, "image": image}]},
+            "status": status,
         }
         async with self.kmock.post(f"/api/v1/namespaces/{self.namespace}/pods", json=pod) as resp:
             resp.raise_for_status()
@@ -116,17 +172,21 @@ class FakeCluster:
 
     async def operator(self, name: str, phases: list[str], *, log: bytes = b"", delay: float = 0.15,
                        reason: str = "", message: str = "", workers: int = 0) -> None:
-        """Play the Training Operator: walk `phases` (e.g. Created, Running, Succeeded), creating pods on Running.
+        """Play the operator: walk `phases` (e.g. Created, Running, Succeeded), creating pods on Running.
 
-        Conditions accumulate as the real operator keeps them: Running and Restarting replace each other,
-        and on Succeeded/Failed the Running condition stays with status False.
+        PyTorchJob: conditions accumulate as the real operator keeps them: Running and Restarting replace
+        each other, and on Succeeded/Failed the Running condition stays with status False.
+        TrainJob: see `trainer`.
         """
+        if self.trainjob:
+            await self.trainer(name, phases, log=log, delay=delay, reason=reason, message=message, workers=workers)
+            return
         await self.wait_for_job(name)
         conditions: list[dict[str, str]] = []
         pods_made = False
         for i, phase in enumerate(phases):
             if phase in ("Running", "Restarting") and not pods_made:
-                self.logs[f"{name}-master-0"] = log
+                self.logs[self.pod_name(name)] = log
                 await self.create_pod(name)
                 for w in range(workers):
                     await self.create_pod(name, "worker", w)
@@ -143,6 +203,35 @@ class FakeCluster:
             if self.job(name) is None:
                 return  # deleted by the launcher
             await self.set_conditions(name, [dict(c) for c in conditions])
+            await asyncio.sleep(delay)
+
+
+    async def trainer(self, name: str, phases: list[str], *, log: bytes, delay: float, reason: str, message: str,
+                      workers: int) -> None:
+        """Play Trainer v2: Running and Restarting show as active pods in `jobsStatus` (no condition), Succeeded
+        as condition Complete, Failed as Failed, Suspended as Suspended (what Kueue does to a queued job)."""
+        await self.wait_for_job(name)
+        pods_made = False
+        for i, phase in enumerate(phases):
+            if phase in ("Running", "Restarting") and not pods_made:
+                self.logs[self.pod_name(name)] = log
+                await self.create_pod(name)
+                for w in range(workers):
+                    await self.create_pod(name, "worker", w)
+                pods_made = True
+            stamp = f"2026-11-24T00:00:{i:02d}Z"
+            cond_type = {"Succeeded": "Complete", "Failed": "Failed", "Suspended": "Suspended"}.get(phase)
+            conditions = []
+            if cond_type:
+                conditions = [{"type": cond_type, "status": "True", "reason": reason or f"TrainJob{phase}",
+                               "message": message or f"TrainJob {name} is {phase.lower()}.",
+                               "lastTransitionTime": stamp}]
+            active = 1 + workers if phase in ("Running", "Restarting") else 0
+            jobs_status = [{"name": "node", "active": active, "ready": active, "succeeded": 0, "failed": 0,
+                            "suspended": 0}]
+            if self.job(name) is None:
+                return  # deleted by the launcher
+            await self.set_conditions(name, conditions, jobsStatus=jobs_status)
             await asyncio.sleep(delay)
 
 
@@ -184,7 +273,7 @@ GONE = {"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status", "statu
                                     "reason": "Expired", "message": "too old resource version: 1 (2)"}}
 
 
-def install(cluster: FakeCluster) -> None:
+def install(cluster: FakeCluster, served: tuple[str, ...] = ("pytorchjob", "trainjob")) -> None:
     """Declare the resources, serve pod logs, and route watches.
 
     kmock recognises a watch by `?watch=true`; the kubernetes client sends `watch=True` (which the
@@ -198,17 +287,21 @@ def install(cluster: FakeCluster) -> None:
         return cluster.kmock._serve_watch(req)
 
     def declare(kmock: Any) -> None:
-        kmock.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = {}
+        for name in served:
+            b = get_backend(name)
+            kmock.resources[f"{b.group}/{b.version}/{b.plural}"] = {}
         kmock.resources["v1/pods"] = {}
         kmock["get", PODS, km.subresource("log")] << (lambda req: cluster.logs.get(req.name or "", b""))
         kmock["get", km.params(watch="True")] << watch
     cluster.setup(declare)
 
 
-def make_cluster(namespace: str = "cdseg") -> Iterator[FakeCluster]:
-    """Start kmock in a thread; yields the FakeCluster; stops it afterwards."""
+def make_cluster(namespace: str = "cdseg", backend: str = "pytorchjob",
+                 served: tuple[str, ...] = ("pytorchjob", "trainjob")) -> Iterator[FakeCluster]:
+    """Start kmock in a thread serving `served` kinds; yields the FakeCluster playing `backend`; stops it afterwards."""
     cluster, thread, loop, stop = _start(namespace)
-    install(cluster)
+    cluster.backend = get_backend(backend)
+    install(cluster, served)
     try:
         yield cluster
     finally:

@@ -1,4 +1,4 @@
-"""PyTorchJob specs and a `cdseg launch --dry-run` command shared by the launcher and manifest-validation tests."""
+"""Job specs and `cdseg launch --dry-run` commands shared by the launcher and manifest-validation tests."""
 
 from __future__ import annotations
 
@@ -24,4 +24,8 @@ VARIANTS = {
 DRY_RUN_ARGS = ["launch", "--run", "exp1", "--step", "1", "--task", "222a", "--replicas", "2", "--gpus", "2",
                 "--nproc-per-node", "2", "--shm-size", "8Gi", "--node-selector", '{"pool": "gpu"}',
                 "--tolerations", '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
-                "--dry-run", "--", "--method", "mib-cd", "--output", "s3://b/runs/exp1"]
+                "--backend", "pytorchjob", "--dry-run", "--", "--method", "mib-cd", "--output", "s3://b/runs/exp1"]
+#: the same job as a TrainJob on a namespaced runtime
+DRY_RUN_TRAINJOB_ARGS = [*DRY_RUN_ARGS[:DRY_RUN_ARGS.index("--backend")], "--backend", "trainjob", "--runtime",
+                         "cdseg-torch", "--runtime-kind", "TrainingRuntime", "--queue", "team-a",
+                         *DRY_RUN_ARGS[DRY_RUN_ARGS.index("--dry-run"):]]

@@ -8,9 +8,18 @@ from typing import Any
 
 import pytest
 
-from cdseg.launch import REQUIRED_PERMISSIONS, ImagePullError, JobFailedError, JobSpec, build_pytorchjob, run_job
+from cdseg.launch import (
+    REQUIRED_PERMISSIONS,
+    ImagePullError,
+    JobFailedError,
+    JobSpec,
+    all_backends,
+    delete_run_jobs,
+    required_permissions,
+    run_job,
+)
 
-from .cluster import FAST, JOBS, FakeCluster
+from .cluster import FAST, FakeCluster
 
 SPEC = JobSpec(run="rbac", step=0, task="222a", image="img", replicas=2)
 
@@ -40,21 +49,23 @@ def _record(cluster: FakeCluster) -> dict[str, set[str]]:
 
 
 def test_launcher_calls_are_exactly_the_declared_permissions(cluster: FakeCluster) -> None:
-    # every code path: success with log streaming, failure with log tail, adoption, image-pull check, deletion
+    # every code path: success with log streaming, failure with log tail, adoption, image-pull check, deletion,
+    # the pipeline's clean-up by run label
+    backend = cluster.backend
     op = cluster.spawn(cluster.operator(SPEC.name, ["Created", "Running", "Succeeded"], log=b"ok\n"))
-    run_job(SPEC, apis=cluster.apis(), options=dataclasses.replace(FAST, delete_on_success=True))
+    run_job(SPEC, apis=cluster.apis(), backend=backend, options=dataclasses.replace(FAST, delete_on_success=True))
     op.result(10)
 
     failing = dataclasses.replace(SPEC, step=1)
     op = cluster.spawn(cluster.operator(failing.name, ["Created", "Running", "Failed"], log=b"boom\n"))
     with pytest.raises(JobFailedError):
-        run_job(failing, apis=cluster.apis(), options=FAST)
+        run_job(failing, apis=cluster.apis(), backend=backend, options=FAST)
     op.result(10)
 
     adopted = dataclasses.replace(SPEC, step=2)
-    cluster.setup(lambda kmock: kmock.objects.__setitem__((JOBS, "cdseg", adopted.name), build_pytorchjob(adopted)))
+    cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", adopted.name), backend.build(adopted)))
     op = cluster.spawn(cluster.operator(adopted.name, ["Running", "Succeeded"]))
-    assert run_job(adopted, apis=cluster.apis(), options=FAST).adopted
+    assert run_job(adopted, apis=cluster.apis(), backend=backend, options=FAST).adopted
     op.result(10)
 
     pulling = dataclasses.replace(SPEC, step=3)
@@ -65,9 +76,19 @@ def test_launcher_calls_are_exactly_the_declared_permissions(cluster: FakeCluste
 
     op = cluster.spawn(bad_image())
     with pytest.raises(ImagePullError):
-        run_job(pulling, apis=cluster.apis(), options=FAST)
+        run_job(pulling, apis=cluster.apis(), backend=backend, options=FAST)
     op.result(10)
 
+    left = dataclasses.replace(SPEC, step=4)
+    cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", left.name), backend.build(left)))
+    deleted = delete_run_jobs(SPEC.run, "cdseg", apis=cluster.apis(), backends=[backend])
+    assert left.name in deleted and cluster.job(left.name) is None
+
     used = _record(cluster)
-    declared = {k: set(v) for k, v in REQUIRED_PERMISSIONS.items()}
-    assert used == declared, "REQUIRED_PERMISSIONS (and so the Role) must be exactly what the launcher calls"
+    declared = {k: set(v) for k, v in required_permissions([backend]).items()}
+    assert used == declared, "required_permissions (and so the Role) must be exactly what the launcher calls"
+
+
+def test_required_permissions_cover_every_backend() -> None:
+    assert required_permissions(all_backends()) == REQUIRED_PERMISSIONS
+    assert {"kubeflow.org/pytorchjobs", "trainer.kubeflow.org/trainjobs", "pods", "pods/log"} == set(REQUIRED_PERMISSIONS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ def test_container_details() -> None:
     spec = VARIANTS["gpus"]
     pod = build_pytorchjob(spec)["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
     c = pod["containers"][0]
-    assert c["command"][:4] == ["torchrun", "-m", "cdseg", "train"]
+    assert c["command"][:6] == ["python", "-m", "cdseg.train.torchrun", "-m", "cdseg", "train"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
     assert {"memory", "cpu"} <= set(c["resources"]["requests"]) and {"memory", "cpu"} <= set(c["resources"]["limits"])
     shm = next(v for v in pod["volumes"] if v["name"] == "shm")
@@ -29,7 +30,7 @@ def test_container_details() -> None:
     env = {e["name"]: e for e in c["env"]}
     assert env["NCCL_DEBUG"]["value"] == "INFO" and env["TORCH_NCCL_ASYNC_ERROR_HANDLING"]["value"] == "1"
     assert env["AWS_SECRET_ACCESS_KEY"] == {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {
-        "secretKeyRef": {"name": "cdseg-s3", "key": "AWS_SECRET_ACCESS_KEY"}}}
+        "secretKeyRef": {"name": "cdseg-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": True}}}
     assert all("value" not in e for name, e in env.items() if name.startswith("AWS_")), "credentials never literal"
     assert c["envFrom"] == [{"configMapRef": {"name": "cdseg-defaults", "optional": True}}]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
@@ -55,7 +56,7 @@ def test_labels_and_run_policy() -> None:
 
 def test_train_arguments_get_task_and_step() -> None:
     cmd = BASE.train_command()
-    assert cmd[4:6] == ["--task.name", "222a"] and cmd[-2:] == ["--task.step", "1"]
+    assert cmd[6:8] == ["--task.name", "222a"] and cmd[-2:] == ["--task.step", "1"]
     assert "--method" in cmd
     explicit = dataclasses.replace(BASE, train_args=("--task.step", "1", "--task.name=222a"))
     assert explicit.train_command().count("--task.step") == 1
@@ -67,7 +68,7 @@ def test_train_arguments_get_task_and_step() -> None:
 
 @pytest.mark.parametrize("bad", [{"replicas": 0}, {"step": -1}, {"run": " "}, {"image": ""},
                                  {"gpus": 1, "nproc_per_node": 2}])
-def test_bad_spec_is_a_config_error(bad: dict[str, object]) -> None:
+def test_bad_spec_is_a_config_error(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         dataclasses.replace(BASE, **bad)
 

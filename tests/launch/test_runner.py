@@ -1,4 +1,4 @@
-"""`run_job` against kmock (a Kubernetes API emulator) with a fake Training Operator."""
+"""`run_job` against kmock (a Kubernetes API emulator) with a fake operator, for each backend (the `cluster` fixture)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ from cdseg.launch import (
     LaunchError,
     NamespaceNotFoundError,
     PodConfigError,
-    build_pytorchjob,
     run_job,
 )
 
-from .cluster import FAST, JOBS, FakeCluster
+from .cluster import FAST, FakeCluster
 
 SPEC = JobSpec(run="exp1", step=1, task="222a", image="img", replicas=2,
                train_args=("--method", "mib-cd", "--data.root", "s3://b/prep", "--output", "s3://b/runs/exp1"))
@@ -40,30 +39,34 @@ def methods(cluster: FakeCluster) -> list[str]:
 
 
 def job_calls(cluster: FakeCluster, method: str) -> list[str]:
-    return [m for m in methods(cluster) if m.startswith(method + " ") and "/pytorchjobs" in m]
+    return [m for m in methods(cluster) if m.startswith(method + " ") and f"/{cluster.backend.plural}" in m]
 
 
 def test_success_streams_log_and_keeps_job_for_ttl(cluster: FakeCluster) -> None:
+    """A PyTorchJob is kept for its TTL; a TrainJob, which has none, is deleted once it has succeeded."""
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running", "Succeeded"], log=b"epoch 1 loss 0.5\ndone\n"))
     lines: list[str] = []
-    result = run_job(SPEC, apis=cluster.apis(), options=FAST, log_sink=lines.append)
+    result = run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST, log_sink=lines.append)
     op.result(10)
     assert result.state.phase == "Succeeded" and not result.adopted
     assert result.name == NAME and result.namespace == "cdseg"
-    created = cluster.job(NAME)
-    assert created is not None, "a succeeded job is kept (its TTL removes it) unless delete_on_success"
-    assert created["spec"] == build_pytorchjob(SPEC)["spec"]
-    assert not job_calls(cluster, "DELETE")
+    posted = [r.data for r in cluster.launcher_requests() if r.method.value == "POST"]
+    assert posted == [cluster.backend.build(SPEC)]
+    if cluster.backend.expires:
+        assert cluster.job(NAME) is not None, "a succeeded job is kept (its TTL removes it) unless delete_on_success"
+        assert not job_calls(cluster, "DELETE")
+    else:
+        assert cluster.job(NAME) is None and len(job_calls(cluster, "DELETE")) == 1 and result.deleted
     deadline = time.monotonic() + 5
     while "done" not in lines and time.monotonic() < deadline:
         time.sleep(0.05)
     assert lines[:2] == ["epoch 1 loss 0.5", "done"]
-    assert any("log" in m and "-master-0/" in m for m in methods(cluster))
+    assert any("log" in m and f"/{cluster.pod_name(NAME)}/" in m for m in methods(cluster)), "rank 0's log"
 
 
 def test_success_deletes_when_asked(cluster: FakeCluster) -> None:
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running", "Succeeded"]))
-    result = run_job(SPEC, apis=cluster.apis(), options=dataclasses.replace(FAST, delete_on_success=True))
+    result = run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=dataclasses.replace(FAST, delete_on_success=True))
     op.result(10)
     assert result.deleted and cluster.job(NAME) is None
 
@@ -73,7 +76,7 @@ def test_failure_raises_with_reason_and_log_tail_and_deletes(cluster: FakeCluste
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running", "Failed"], log=log, reason="PyTorchJobFailed",
                                         message="PyTorchJob exp1 is failed because 1 Master replica(s) failed."))
     with pytest.raises(JobFailedError) as info:
-        run_job(SPEC, apis=cluster.apis(), options=FAST)
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
     err = info.value
     assert err.reason == "PyTorchJobFailed"
@@ -85,20 +88,21 @@ def test_failure_raises_with_reason_and_log_tail_and_deletes(cluster: FakeCluste
 
 def test_restarting_then_succeeded(cluster: FakeCluster) -> None:
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running", "Restarting", "Running", "Succeeded"]))
-    result = run_job(SPEC, apis=cluster.apis(), options=FAST)
+    result = run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
     assert result.state.phase == "Succeeded"
-    final = cluster.job(NAME)
-    assert final is not None
-    kinds = {(c["type"], c["status"]) for c in final["status"]["conditions"]}
-    assert ("Running", "False") in kinds and ("Succeeded", "True") in kinds
+    if cluster.backend.expires:
+        final = cluster.job(NAME)
+        assert final is not None
+        kinds = {(c["type"], c["status"]) for c in final["status"]["conditions"]}
+        assert ("Running", "False") in kinds and ("Succeeded", "True") in kinds
 
 
 def test_timeout_deletes_the_job(cluster: FakeCluster) -> None:
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running"]))
     start = time.monotonic()
     with pytest.raises(JobTimeoutError, match="did not finish within 1s"):
-        run_job(SPEC, apis=cluster.apis(), options=dataclasses.replace(FAST, timeout_s=1.0))
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=dataclasses.replace(FAST, timeout_s=1.0))
     op.result(10)
     assert time.monotonic() - start < 6
     assert cluster.job(NAME) is None and len(job_calls(cluster, "DELETE")) == 1
@@ -107,7 +111,7 @@ def test_timeout_deletes_the_job(cluster: FakeCluster) -> None:
 def test_watch_expiry_relists_and_continues(cluster: FakeCluster) -> None:
     cluster.expire_watches = 2
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running", "Succeeded"], delay=0.4))
-    result = run_job(SPEC, apis=cluster.apis(), options=FAST)
+    result = run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
     assert result.state.phase == "Succeeded" and cluster.expire_watches == 0
     gets = [m for m in job_calls(cluster, "GET") if m.endswith("/" + NAME)]
@@ -115,30 +119,30 @@ def test_watch_expiry_relists_and_continues(cluster: FakeCluster) -> None:
 
 
 def test_retry_adopts_the_existing_job(cluster: FakeCluster) -> None:
-    body = build_pytorchjob(SPEC)
+    body = cluster.backend.build(SPEC)
     body["status"] = {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]}
-    cluster.setup(lambda kmock: kmock.objects.__setitem__((JOBS, "cdseg", NAME), body))
+    cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", NAME), body))
     op = cluster.spawn(cluster.operator(NAME, ["Running", "Succeeded"]))
-    result = run_job(SPEC, apis=cluster.apis(), options=FAST)
+    result = run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
     assert result.adopted and result.state.phase == "Succeeded"
     assert len(job_calls(cluster, "POST")) == 1, "one create attempt (409), then adoption; no second job"
 
 
 def test_adopting_a_job_built_differently_warns(cluster: FakeCluster, caplog: pytest.LogCaptureFixture) -> None:
-    body = build_pytorchjob(dataclasses.replace(SPEC, image="older-image"))
-    cluster.setup(lambda kmock: kmock.objects.__setitem__((JOBS, "cdseg", NAME), body))
+    body = cluster.backend.build(dataclasses.replace(SPEC, image="older-image"))
+    cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", NAME), body))
     op = cluster.spawn(cluster.operator(NAME, ["Running", "Succeeded"]))
     with caplog.at_level("WARNING", logger="cdseg.launch"):
-        assert run_job(SPEC, apis=cluster.apis(), options=FAST).adopted
+        assert run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST).adopted
     op.result(10)
     assert "created with other settings" in caplog.text
 
 
 def test_retry_replaces_a_failed_job(cluster: FakeCluster) -> None:
-    body = build_pytorchjob(SPEC)
+    body = cluster.backend.build(SPEC)
     body["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "old"}]}
-    cluster.setup(lambda kmock: kmock.objects.__setitem__((JOBS, "cdseg", NAME), body))
+    cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", NAME), body))
 
     async def later() -> None:
         while cluster.job(NAME) is not None and "status" in (cluster.job(NAME) or {}):
@@ -146,18 +150,19 @@ def test_retry_replaces_a_failed_job(cluster: FakeCluster) -> None:
         await cluster.operator(NAME, ["Created", "Running", "Succeeded"])
 
     op = cluster.spawn(later())
-    result = run_job(SPEC, apis=cluster.apis(), options=FAST)
+    result = run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
     assert not result.adopted and result.state.phase == "Succeeded"
-    assert len(job_calls(cluster, "POST")) == 2 and len(job_calls(cluster, "DELETE")) == 1
+    # the failed one is deleted; a TrainJob (no TTL) also once it has succeeded
+    assert len(job_calls(cluster, "POST")) == 2 and len(job_calls(cluster, "DELETE")) == 1 + (not cluster.backend.expires)
 
 
 def test_name_taken_by_another_run_is_not_adopted(cluster: FakeCluster) -> None:
-    body = build_pytorchjob(dataclasses.replace(SPEC, run="other"))
+    body = cluster.backend.build(dataclasses.replace(SPEC, run="other"))
     body["metadata"]["name"] = NAME
-    cluster.setup(lambda kmock: kmock.objects.__setitem__((JOBS, "cdseg", NAME), body))
+    cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", NAME), body))
     with pytest.raises(JobConflictError, match="belongs to run 'other'"):
-        run_job(SPEC, apis=cluster.apis(), options=FAST)
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     assert cluster.job(NAME) is not None, "someone else's job is never deleted"
     assert not job_calls(cluster, "DELETE")
 
@@ -167,50 +172,54 @@ def test_cancel_event_deletes_the_job(cluster: FakeCluster) -> None:
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running"]))
     threading.Timer(0.8, cancel.set).start()
     with pytest.raises(JobCancelledError):
-        run_job(SPEC, apis=cluster.apis(), options=FAST, cancel=cancel)
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST, cancel=cancel)
     op.result(10)
     assert cluster.job(NAME) is None and len(job_calls(cluster, "DELETE")) == 1
 
 
-def test_sigterm_deletes_the_job(cluster: FakeCluster) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_deletes_the_job(cluster: FakeCluster, sig: signal.Signals) -> None:
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running"]))
-    timer = threading.Timer(0.8, os.kill, args=(os.getpid(), signal.SIGTERM))
+    timer = threading.Timer(0.8, os.kill, args=(os.getpid(), sig))
     timer.start()
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(JobCancelledError, match="SIGTERM"):
-        run_job(SPEC, apis=cluster.apis(), options=dataclasses.replace(FAST, handle_signals=True))
+    before = signal.getsignal(sig)
+    with pytest.raises(JobCancelledError, match=sig.name):
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=dataclasses.replace(FAST, handle_signals=True))
     op.result(10)
-    assert signal.getsignal(signal.SIGTERM) is before, "the previous handler is restored"
+    assert signal.getsignal(sig) is before, "the previous handler is restored"
     assert cluster.job(NAME) is None
 
 
 def test_crd_not_installed(cluster: FakeCluster) -> None:
     # what a real API server answers for an unknown resource type
-    cluster.setup(lambda kmock: kmock["post", JOBS] << 404 << b"404 page not found\n")
+    cluster.setup(lambda kmock: kmock["post", cluster.jobs] << 404 << b"404 page not found\n")
     with pytest.raises(CRDNotInstalledError) as info:
-        run_job(SPEC, apis=cluster.apis(), options=FAST)
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     assert isinstance(info.value, UserError)
-    assert "kubectl apply --server-side -k" in str(info.value) and "ref=v1.9.0" in str(info.value)
+    assert "kubectl apply --server-side -k" in str(info.value)
+    assert ("ref=v1.9.0" if cluster.backend.name == "pytorchjob" else "ref=v2.3.0") in str(info.value)
+    assert "--backend auto" in str(info.value)
 
 
 def test_namespace_missing(cluster: FakeCluster) -> None:
     status = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404, "reason": "NotFound",
               "message": 'namespaces "cdseg" not found', "details": {"name": "cdseg", "kind": "namespaces"}}
-    cluster.setup(lambda kmock: kmock["post", JOBS] << 404 << status)
+    cluster.setup(lambda kmock: kmock["post", cluster.jobs] << 404 << status)
     with pytest.raises(NamespaceNotFoundError, match="kubectl create namespace cdseg"):
-        run_job(SPEC, apis=cluster.apis(), options=FAST)
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
 
 
 def test_rbac_forbidden_on_create(cluster: FakeCluster) -> None:
     status = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 403, "reason": "Forbidden",
               "message": 'pytorchjobs.kubeflow.org is forbidden: User "system:serviceaccount:kubeflow:pipeline-runner" '
                          'cannot create resource "pytorchjobs" in API group "kubeflow.org" in the namespace "cdseg"'}
-    cluster.setup(lambda kmock: kmock["post", JOBS] << 403 << status)
+    cluster.setup(lambda kmock: kmock["post", cluster.jobs] << 403 << status)
     with pytest.raises(ForbiddenError) as info:
-        run_job(SPEC, apis=cluster.apis(), options=FAST)
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     err = info.value
-    assert (err.verb, err.resource, err.namespace) == ("create", "kubeflow.org/pytorchjobs", "cdseg")
-    assert "'create' on kubeflow.org/pytorchjobs in namespace 'cdseg'" in str(err)
+    res = f"{cluster.backend.group}/{cluster.backend.plural}"
+    assert (err.verb, err.resource, err.namespace) == ("create", res, "cdseg")
+    assert f"'create' on {res} in namespace 'cdseg'" in str(err)
 
 
 def test_rbac_forbidden_on_pods_deletes_the_job(cluster: FakeCluster) -> None:
@@ -218,7 +227,7 @@ def test_rbac_forbidden_on_pods_deletes_the_job(cluster: FakeCluster) -> None:
               "message": 'pods is forbidden: cannot list resource "pods"'}
     cluster.setup(lambda kmock: kmock["get", km.resource("v1/pods"), km.name(None)] << 403 << status)
     with pytest.raises(ForbiddenError) as info:
-        run_job(SPEC, apis=cluster.apis(), options=FAST)
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     assert len(job_calls(cluster, "POST")) == 1
     assert (info.value.verb, info.value.resource) == ("list", "pods")
     assert cluster.job(NAME) is None, "no job is left behind by an error path"
@@ -232,7 +241,7 @@ def test_image_pull_failure(cluster: FakeCluster) -> None:
 
     op = cluster.spawn(pending())
     with pytest.raises(ImagePullError, match="ghcr.io/nope/cdseg:404") as info:
-        run_job(SPEC, apis=cluster.apis(), options=FAST)
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
     assert isinstance(info.value, UserError) and "ImagePullBackOff" in str(info.value)
     assert cluster.job(NAME) is None
@@ -245,7 +254,7 @@ def test_missing_secret_surfaces(cluster: FakeCluster) -> None:
 
     op = cluster.spawn(pending())
     with pytest.raises(PodConfigError, match="CreateContainerConfigError"):
-        run_job(SPEC, apis=cluster.apis(), options=FAST)
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
     assert cluster.job(NAME) is None
 
@@ -270,17 +279,17 @@ UNAVAILABLE = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code"
 
 
 def test_api_outage_mid_job_is_waited_out(cluster: FakeCluster) -> None:
-    cluster.setup(lambda kmock: kmock["get", JOBS, km.name(NAME)][_failing_first(3)] << 503 << UNAVAILABLE)
+    cluster.setup(lambda kmock: kmock["get", cluster.jobs, km.name(NAME)][_failing_first(3)] << 503 << UNAVAILABLE)
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running", "Succeeded"], delay=0.3))
-    result = run_job(SPEC, apis=cluster.apis(), options=FAST)
+    result = run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
     assert result.state.phase == "Succeeded"
 
 
 def test_api_outage_beyond_the_grace_fails_and_deletes(cluster: FakeCluster) -> None:
-    cluster.setup(lambda kmock: kmock["get", JOBS, km.name(NAME)] << 503 << UNAVAILABLE)
+    cluster.setup(lambda kmock: kmock["get", cluster.jobs, km.name(NAME)] << 503 << UNAVAILABLE)
     op = cluster.spawn(cluster.operator(NAME, ["Created", "Running"]))
     with pytest.raises(LaunchError, match="kept failing"):
-        run_job(SPEC, apis=cluster.apis(), options=dataclasses.replace(FAST, outage_grace_s=1.0))
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=dataclasses.replace(FAST, outage_grace_s=1.0))
     op.result(10)
     assert cluster.job(NAME) is None

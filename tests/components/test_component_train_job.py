@@ -1,4 +1,5 @@
-"""The train component in `pytorchjob` mode against kmock (a Kubernetes API emulator) with a fake operator.
+"""The train component in its job modes (`pytorchjob`, `trainjob`) against kmock (a Kubernetes API emulator)
+with a fake operator; and cancelled by SIGTERM to its process tree, as a cancelled KFP run is.
 
 The component's Python function is called directly (`train_step.python_func`) with kmock's URL as the
 API host: a job that succeeds fills the Model artifact from the checkpoint it wrote on shared storage; a
@@ -24,9 +25,9 @@ from components.train import train_step
 RUN = "run-0123"
 
 
-@pytest.fixture()
-def cluster() -> Iterator[FakeCluster]:
-    yield from make_cluster(namespace="cdseg")
+@pytest.fixture(params=["pytorchjob", "trainjob"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[FakeCluster]:
+    yield from make_cluster(namespace="cdseg", backend=request.param)
 
 
 def folder(path: Path, files: dict[str, str]) -> Path:
@@ -60,7 +61,7 @@ def trained_checkpoint(workdir: Path, method: str, step: int) -> Path:
 def call(cluster: FakeCluster, inputs: dict[str, Any], **overrides: Any) -> str:
     kwargs: dict[str, Any] = dict(
         task="222a", step=1, method="mib-cd", data=inputs["data"], model=inputs["model"],
-        prev_model=inputs["prev_model"], options={"trainer.epochs": 2.0}, launch_mode="pytorchjob",
+        prev_model=inputs["prev_model"], options={"trainer.epochs": 2.0}, launch_mode=cluster.backend.name,
         workdir=str(inputs["workdir"]), namespace="cdseg", run_id=RUN, api_host=cluster.url, image="img:1",
         num_workers=1, gpus_per_node=0, job_timeout_s=60,
     )
@@ -69,14 +70,18 @@ def call(cluster: FakeCluster, inputs: dict[str, Any], **overrides: Any) -> str:
 
 
 def created_job(cluster: FakeCluster) -> dict[str, Any]:
-    posts = [r for r in cluster.launcher_requests() if r.method.value == "POST" and "/pytorchjobs" in r.url.path]
+    posts = [r for r in cluster.launcher_requests()
+             if r.method.value == "POST" and f"/{cluster.backend.plural}" in r.url.path]
     assert len(posts) == 1
     body = posts[0].data
     return body if isinstance(body, dict) else json.loads(body)
 
 
 def master_args(job: dict[str, Any]) -> list[str]:
-    container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    if job["kind"] == "TrainJob":
+        container = job["spec"]["trainer"]
+    else:
+        container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     return [*container.get("command", []), *container.get("args", [])]
 
 
@@ -107,21 +112,24 @@ def test_success_fills_the_model_from_shared_storage(cluster: FakeCluster, input
     assert arg(args, "--trainer.epochs") == "2"
     assert arg(args, "--task.step") == "1" and arg(args, "--method") == "mib-cd"
     job = created_job(cluster)
-    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    if job["kind"] == "TrainJob":
+        assert job["spec"]["trainer"]["numNodes"] == 2 and job["spec"]["activeDeadlineSeconds"] == 60
+    else:
+        assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
 
 
 def test_failed_job_fails_the_step(cluster: FakeCluster, inputs: dict[str, Any]) -> None:
     name = job_name(RUN, 1)
     op = cluster.spawn(cluster.operator(name, ["Created", "Running", "Failed"], log=b"Traceback\nCUDA error\n",
-                                        reason="PyTorchJobFailed", message="master exited with code 1"))
+                                        reason="JobFailed", message="master exited with code 1"))
     with pytest.raises(JobFailedError) as info:
         call(cluster, inputs)
     op.result(10)
-    assert "PyTorchJobFailed" in str(info.value) or "code 1" in str(info.value)
+    assert "JobFailed" in str(info.value) and "code 1" in str(info.value)
     assert not Path(inputs["model"].path).exists() or not any(Path(inputs["model"].path).iterdir())
 
 
-def test_pytorchjob_mode_needs_shared_storage(cluster: FakeCluster, inputs: dict[str, Any]) -> None:
+def test_job_modes_need_shared_storage(cluster: FakeCluster, inputs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="workdir"):
         call(cluster, inputs, workdir="")
     assert not cluster.launcher_requests(), "nothing may reach the cluster before the parameters are valid"
@@ -147,10 +155,11 @@ def test_success_through_an_s3_workdir(cluster: FakeCluster, inputs: dict[str, A
 
     from cdseg import storage
 
-    make_bucket(s3_server, "work")
+    bucket = f"work-{cluster.backend.name}"  # the S3 server outlives the test: one bucket per backend
+    make_bucket(s3_server, bucket)
     monkeypatch.setenv("CDSEG_STORAGE__ENDPOINT_URL", s3_server)  # what the pipeline's ConfigMap provides
     storage.configure(storage.StorageConfig(endpoint_url=s3_server))
-    workdir = "s3://work/cdseg"
+    workdir = f"s3://{bucket}/cdseg"
     # the job (played by the test) writes its checkpoint to the bucket before reporting success
     ckpt = trained_checkpoint(tmp_path / "job", "mib-cd", 1)
     storage.upload_dir(str(ckpt), f"{workdir}/runs/{RUN}/mib-cd/step-1/model")
@@ -165,3 +174,68 @@ def test_success_through_an_s3_workdir(cluster: FakeCluster, inputs: dict[str, A
     assert storage.read_bytes(storage.join(data_uri, "manifest.json")) == b"{}"
     assert storage.read_bytes(storage.join(prev_uri, "model.safetensors")) == b"w0"
     assert arg(args, "--output") == f"{workdir}/runs/{RUN}/mib-cd"
+
+
+def _executor_input(cluster: FakeCluster, inputs: dict[str, Any], out: Path) -> dict[str, Any]:
+    """What the KFP backend hands the component's executor (parameters, artifacts, output files)."""
+    def artifact(a: Any, schema: str) -> dict[str, Any]:
+        return {"artifacts": [{"name": a.name, "type": {"schemaTitle": schema}, "uri": a.uri, "metadata": {}}]}
+
+    params = {"task": "222a", "step": 1, "method": "mib-cd", "options": {"trainer.epochs": 2},
+              "launch_mode": cluster.backend.name, "workdir": str(inputs["workdir"]), "namespace": "cdseg",
+              "run_id": RUN, "api_host": cluster.url, "image": "img:1", "job_timeout_s": 60}
+    return {
+        "inputs": {"parameterValues": params,
+                   "artifacts": {"data": artifact(inputs["data"], "system.Dataset"),
+                                 "prev_model": artifact(inputs["prev_model"], "system.Model")}},
+        "outputs": {"artifacts": {"model": artifact(inputs["model"], "system.Model")},
+                    "parameters": {"Output": {"outputFile": str(out / "output")}},
+                    "outputFile": str(out / "executor_output.json")},
+    }
+
+
+@pytest.mark.parametrize("target", ["first-process", "process-tree"])
+def test_sigterm_to_the_component_deletes_the_job(cluster: FakeCluster, inputs: dict[str, Any], tmp_path: Path,
+                                                  target: str) -> None:
+    """A cancelled KFP run: SIGTERM to the container's first process (what the kubelet signals; without the
+    `exec` that is the `sh -ec` wrapper, which dies and orphans Python and the job) or to all its processes.
+    The wrapper `exec`s Python, the launcher handles the signal and deletes the job; the step fails."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from components.train import train_step
+
+    command = list(train_step.component_spec.implementation.container.command)
+    assert command[:2] == ["sh", "-ec"] and "exec python3 -m kfp.dsl.executor_main" in command[2]
+    name = job_name(RUN, 1)
+    op = cluster.spawn(cluster.operator(name, ["Created", "Running"], log=b"epoch 1\n"))
+    bin_dir = Path(sys.executable).parent  # `python3` in the command: this environment's
+    assert (bin_dir / "python3").exists()
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    args = ["--executor_input", json.dumps(_executor_input(cluster, inputs, tmp_path)),
+            "--function_to_execute", "train_step"]
+    proc = subprocess.Popen([*command, *args], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while cluster.job(name) is None or not cluster.logs.get(cluster.pod_name(name)):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            time.sleep(0.1)
+        time.sleep(1.0)  # the launcher is following the running job
+        if target == "process-tree":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    op.result(10)
+    text = out.decode(errors="replace")
+    assert proc.returncode != 0, text
+    assert "cancelled by signal SIGTERM" in text, text
+    assert cluster.job(name) is None, "a cancelled step leaves no job behind"

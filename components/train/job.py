@@ -1,10 +1,11 @@
-"""The train component's `pytorchjob` mode: stage inputs on shared storage, run the step as a PyTorchJob.
+"""The train component's job modes: stage inputs on shared storage, run the step as a TrainJob or PyTorchJob.
 
 The job's pods never depend on this pod's filesystem: the dataset and the previous checkpoint are
 passed by URI (s3://, or a path on a PVC mounted in both this pod and the job's pods) and the job
 writes its checkpoint under `workdir`. `cdseg.launch.run_job` creates (or, on a KFP retry, adopts)
 the job, streams the master's log here, and raises when the job fails, times out or cannot start,
-which fails the KFP step.
+which fails the KFP step. SIGTERM or SIGINT (a cancelled run; the component's command `exec`s Python
+so that the signal reaches it) deletes the job before the step ends.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from components import artifacts
 from components.train.run import TrainRequest, default_image, train_config
@@ -78,8 +79,8 @@ def api_clients(api_host: str) -> Any:
     return KubeApis.from_api_client(k.client.ApiClient(k.client.Configuration(host=api_host.rstrip("/"))))
 
 
-def run_as_pytorchjob(req: TrainRequest, *, data: Any, prev_model: Any, poll_s: float | None = None) -> str:
-    """Run the step as a PyTorchJob and return the URI of the checkpoint it wrote."""
+def run_as_job(req: TrainRequest, *, data: Any, prev_model: Any, poll_s: float | None = None) -> str:
+    """Run the step as a cluster job (`req.launch_mode`: auto, trainjob, pytorchjob); the URI of its checkpoint."""
     from cdseg import storage
     from cdseg.launch import JobSpec, RunOptions, VolumeMount, run_job
 
@@ -117,14 +118,16 @@ def run_as_pytorchjob(req: TrainRequest, *, data: Any, prev_model: Any, poll_s: 
         node_selector={str(k): str(v) for k, v in (req.node_selector or {}).items()},
         tolerations=tuple(req.tolerations or ()),
         volumes=(VolumeMount(req.pvc_name, req.pvc_mount),) if req.pvc_name else (),
-        active_deadline_s=req.job_timeout_s, **resources,
+        active_deadline_s=req.job_timeout_s, backend=cast(Any, req.launch_mode), queue=req.queue or None,
+        priority_class=req.priority_class or None, **resources,
     )
-    options = RunOptions(timeout_s=float(req.job_timeout_s), handle_signals=False)
+    # handle_signals: a cancelled run's SIGTERM deletes the job (only takes effect in the main thread)
+    options = RunOptions(timeout_s=float(req.job_timeout_s), pending_timeout_s=float(req.pending_timeout_s))
     if poll_s is not None:
         options.watch_window_s, options.pod_check_s, options.delete_wait_s = poll_s, poll_s, poll_s
-    log.info("step %d as PyTorchJob %s/%s (%d pod(s) x %d process(es), image %s)", req.step, spec.namespace,
-             spec.name, spec.replicas, spec.nproc_per_node, spec.image)
+    log.info("step %d as a %s job %s/%s (%d pod(s) x %d process(es), image %s)", req.step, req.launch_mode,
+             spec.namespace, spec.name, spec.replicas, spec.nproc_per_node, spec.image)
     result = run_job(spec, apis=api_clients(req.api_host), options=options,
                      log_sink=lambda line: print(f"[{spec.name}] {line}", flush=True))
-    log.info("PyTorchJob %s succeeded in %.0f s", result.name, result.duration_s)
+    log.info("job %s succeeded in %.0f s", result.name, result.duration_s)
     return str(storage.join(output, f"step-{req.step}", "model"))
