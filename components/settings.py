@@ -8,8 +8,9 @@ from cdseg import __version__
 #: compile with `install_kfp_package=False` and nothing is downloaded when a pod starts.
 DEFAULT_IMAGE = f"ghcr.io/cdseg/cdseg:{__version__}"
 
-#: Launch modes of the train component.
-LAUNCH_MODES = ("local", "pytorchjob")
+#: Launch modes of the train component: in its own pod, or as a cluster job of a kind (`auto`: whichever
+#: the cluster serves, TrainJob first; see cdseg.launch.backend).
+LAUNCH_MODES = ("local", "auto", "trainjob", "pytorchjob")
 
 #: The report component takes one optional input per step; ISPRS has 6 classes, so no task has more steps.
 MAX_STEPS = 6

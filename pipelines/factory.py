@@ -29,7 +29,7 @@ HPARAMS: dict[str, str] = {
 #: credentials and storage settings every task gets as environment variables (k8s/base: Secret cdseg-s3,
 #: ConfigMap cdseg-defaults), so s3:// URIs work in the component pods as in the trainer pods
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-CONFIG_MAP_KEYS = ("CDSEG_STORAGE__ENDPOINT_URL", "CDSEG_STORAGE__REGION")
+CONFIG_MAP_KEYS = ("CDSEG_STORAGE__ENDPOINT_URL", "CDSEG_STORAGE__REGION", "CDSEG_METRICS__PUSHGATEWAY")
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,14 @@ class BuildOptions:
     backoff: str = "60s"                  # first retry delay (doubles each time)
     accelerator_type: str = ""            # e.g. nvidia.com/gpu: GPUs for the train tasks themselves (local mode)
     accelerator_count: int = 0
-    pvc_name: str = ""                    # a PVC mounted in every task (and passed to the PyTorchJobs) ...
+    pvc_name: str = ""                    # a PVC mounted in every task (and passed to the training jobs) ...
     pvc_mount: str = "/mnt/cdseg"         # ... at this path; set workdir under it
     import_step0: bool = False            # step 0's checkpoint is imported (parameter step0_model), not trained
     caching: bool = True                  # KFP execution caching of the tasks
     s3_secret: str = "cdseg-s3"           # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (optional) ...
     config_map: str = "cdseg-defaults"    # ... and the ConfigMap of CDSEG_STORAGE__* defaults (optional), as env
-    extra_labels: dict[str, str] = field(default_factory=dict)  # pod labels on every task
+    # pod labels on every task; part-of=cdseg is what the Pushgateway's NetworkPolicy admits
+    extra_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/part-of": "cdseg"})
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.accelerator_count < 0:
@@ -123,7 +124,48 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         node_selector: dict = {},  # noqa: B006
         tolerations: list = [],  # noqa: B006
         step0_model: str = "",
+        queue: str = "",
+        priority_class: str = "",
+        pending_timeout_s: int = 1800,
+        keep_pushed_metrics: bool = False,
     ) -> dsl.Artifact:
+        """Class-incremental training of one task, step by step, with evaluation and a report.
+
+        Args:
+            source: the ISPRS release (zips or folders) or generated scenes to prepare: a path or s3:// URI.
+            method: training recipe: ft, uft, mib, mib-cd, ft-cd or joint (the offline upper bound).
+            epochs: training epochs per step (the recipe's early stopping and train_options may end it sooner).
+            batch_size: images per iteration and process.
+            lr: the optimizer's learning rate.
+            patience: validations without improvement before early stopping (0: never stop early).
+            crop_size: side of the square training crop (pixels).
+            in_channels: use the first N bands of the prepared data (3: RGB, 4: RGB + infrared).
+            train_options: other cdseg train options as dotted keys, e.g. {"trainer.max_iters": 320}.
+            prepare_options: other cdseg prepare options as dotted keys, e.g. {"patch_size": 512}.
+            test_options: other cdseg test options as dotted keys, e.g. {"eval.tta": true}.
+            image: container image of every task and of the training jobs.
+            launch_mode: where each step trains: local (in the task's pod), trainjob, pytorchjob or auto.
+            nproc: training processes per node (torchrun), one per GPU.
+            num_workers: training job nodes besides the first (job modes).
+            gpus_per_node: GPUs per training job pod (0: CPU with gloo).
+            job_cpu: CPU limit per training job pod, e.g. "8" (empty: none).
+            job_memory: memory limit per training job pod, e.g. "32Gi" (empty: none).
+            namespace: namespace of the training jobs (empty: the namespace the pipeline runs in).
+            workdir: storage the jobs share with the pipeline: an s3:// prefix or a path on a mounted PVC.
+            data_uri: where prepare writes the dataset (empty: a pipeline artifact).
+            job_timeout_s: budget of one training step in seconds: the job's deadline and the wait limit.
+            cpu_limit: CPU limit of each pipeline task's own pod.
+            memory_limit: memory limit of each pipeline task's own pod.
+            node_selector: node labels for the training jobs' pods, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100"}.
+            tolerations: tolerations (Kubernetes objects) for the training jobs' pods.
+            step0_model: a step-0 checkpoint URI to import instead of training step 0 (pipelines compiled with
+                import_step0 only; ignored otherwise).
+            queue: Kueue LocalQueue of the training jobs (empty: none).
+            priority_class: PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob) of the jobs.
+            pending_timeout_s: fail a step, deleting its job, when its pods have not started by then (seconds).
+            keep_pushed_metrics: keep the evaluation metrics pushed to the Pushgateway after the report
+                (default: the report deletes this run's groups).
+        """
         hparams = {"trainer.epochs": epochs, "trainer.batch_size": batch_size, "optimizer.lr": lr,
                    "trainer.patience": patience, "data.crop_size": crop_size, "in_channels": in_channels}
 
@@ -162,7 +204,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                     num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=job_cpu, memory=job_memory,
                     node_selector=node_selector, tolerations=tolerations, job_timeout_s=job_timeout_s,
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount,
-                    **kwargs,
+                    queue=queue, priority_class=priority_class, pending_timeout_s=pending_timeout_s, **kwargs,
                 )
                 common(tr, f"train step {k}")
                 if opts.accelerator_type:
@@ -170,10 +212,12 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                 kubernetes.add_node_selector_json(tr, node_selector)
                 kubernetes.add_toleration_json(tr, tolerations)
                 model = tr.outputs["model"]
-            ev = common(evaluate(data=data, model=model, options=test_options, method=method), f"evaluate step {k}")
+            ev = common(evaluate(data=data, model=model, options=test_options, method=method,
+                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), f"evaluate step {k}")
             results.append(ev.outputs["results"])
             prev = model
-        rep = common(report(**{f"step_{k}": r for k, r in enumerate(results)}), "report")
+        rep = common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=keep_pushed_metrics,
+                            **{f"step_{k}": r for k, r in enumerate(results)}), "report")
         return rep.outputs["report_dir"]
 
     return cdseg_pipeline

@@ -133,7 +133,7 @@ def run_local(task: str, *, arguments: dict[str, Any], output: str | Path, num_s
         raise ConfigError("the pipeline needs source, the ISPRS release folder (cdseg synth writes one)")
     if arguments.get("launch_mode", "local") != "local":
         raise ConfigError(f"launch_mode={arguments['launch_mode']!r}: a local pipeline run trains in its own "
-                          "processes; use launch_mode=local (pytorchjob needs a cluster: cdseg pipeline submit)")
+                          "processes; use launch_mode=local (job modes need a cluster: cdseg pipeline submit)")
     out = Path(output).resolve()
     root = out / "pipeline_root"
     root.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ class MetricsConfig(Section):
         le=65535,
         description="TCP port of /metrics on local rank 0 (local rank r serves port + r); 0 disables the endpoint",
     )
-    addr: str = Field(default="0.0.0.0", description="address the /metrics endpoint binds to (127.0.0.1 for local runs)")
+    addr: str = Field(default="auto", description="address the /metrics endpoint binds to; auto: all interfaces "
+                      "(0.0.0.0) in a Kubernetes pod, where Prometheus scrapes it, else loopback (127.0.0.1)")
     pushgateway: str | None = Field(
        default=None,
         description="Pushgateway URL for short steps (prepare, test, report, summary); default: CDSEG_PUSHGATEWAY, else no push",
@@ -41,6 +42,13 @@ class MetricsConfig(Section):
         if url and not url.startswith(("http://", "https://")):
             url = "http://" + url
         return url.rstrip("/") if url else None
+
+    def resolved_addr(self) -> str:
+        """The bind address: the config's, or for `auto` 0.0.0.0 in a pod (KUBERNETES_SERVICE_HOST) and 127.0.0.1
+        elsewhere, so a laptop run does not expose its metrics to the network."""
+        if self.addr != "auto":
+            return self.addr
+        return "0.0.0.0" if os.environ.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"  # noqa: S104 - pods only
 
     def port_for(self, local_rank: int) -> int:
         """The port local rank `local_rank` serves on (0: disabled)."""

@@ -84,12 +84,12 @@ class PrometheusSink(MetricSink):
         self.server: Any = None
         if self.port:
             try:
-                self.server, _thread = prom.start_http_server(self.port, addr=cfg.addr, registry=self.registry)
+                self.server, _thread = prom.start_http_server(self.port, addr=cfg.resolved_addr(), registry=self.registry)
                 self.port = self.server.server_address[1]
-                log.debug("serving metrics on http://%s:%d/metrics", cfg.addr, self.port)
+                log.debug("serving metrics on http://%s:%d/metrics", cfg.resolved_addr(), self.port)
             except OSError as exc:  # training must not die because a port is taken; say so loudly
                 log.warning("cannot serve metrics on %s:%d (%s); continuing without a /metrics endpoint "
-                            "(set metrics.port to a free port, or 0 to disable)", cfg.addr, self.port, exc)
+                            "(set metrics.port to a free port, or 0 to disable)", cfg.resolved_addr(), self.port, exc)
                 self.port = 0
 
     def _lv(self, spec: N.MetricSpec, **extra: str) -> list[str]:

@@ -30,6 +30,9 @@ class MetricSink:
     def set_epoch(self, epoch: int) -> None:
         """Record the current epoch."""
 
+    def set_total(self, iterations: int) -> None:
+        """Record how many iterations the run has in all (for progress and remaining time)."""
+
     def close(self) -> None:
         """Flush and stop (the /metrics endpoint is shut down)."""
 
@@ -57,6 +60,10 @@ class FanoutSink(MetricSink):
     def set_epoch(self, epoch: int) -> None:
         for sink in self.sinks:
             sink.set_epoch(epoch)
+
+    def set_total(self, iterations: int) -> None:
+        for sink in self.sinks:
+            sink.set_total(iterations)
 
     def close(self) -> None:
         for sink in self.sinks:
@@ -113,9 +120,15 @@ def check_labels(labels: Mapping[str, Any]) -> dict[str, str]:
 
 
 def open_sink(cfg: MetricsConfig, labels: Mapping[str, Any]) -> MetricSink:
-    """The trainer's sink: the log, plus a Prometheus /metrics endpoint unless disabled (port 0)."""
+    """The trainer's sink: the log, a Prometheus /metrics endpoint unless disabled (port 0), and rank 0's
+    progress into a TrainJob's status when its controller asks for it (`cdseg.metrics.trainer_status`)."""
+    from cdseg.metrics.trainer_status import TrainerStatusSink
+
     clean = check_labels(labels)
     sinks: list[MetricSink] = [LogSink(clean)]
+    status = TrainerStatusSink.from_env(int(clean.get("rank", "0")))
+    if status is not None:
+        sinks.append(status)
     if cfg.enabled and cfg.port != 0:
         from cdseg.metrics.prometheus import PrometheusSink
 

@@ -17,6 +17,7 @@ def evaluate(
     samples: Output[HTML],
     options: dict = {},  # noqa: B006 (KFP needs a literal default)
     method: str = "",
+    run_id: str = "",
 ) -> float:
     """Evaluate the step's checkpoint on the prepared dataset's whole test scenes (old / new / all classes).
 
@@ -31,6 +32,8 @@ def evaluate(
         options: other `cdseg test` options as dotted keys, e.g. `{"eval.window": 256, "eval.tta": true}`.
         method: the run's method, which labels the metrics; a checkpoint trained by another method (a step-0
             model shared between methods that train step 0 identically) keeps its own in `checkpoint_method`.
+        run_id: the pipeline run's id: the `run` grouping key of the metrics pushed to a Pushgateway (when
+            CDSEG_METRICS__PUSHGATEWAY is set), which the report step deletes.
 
     Returns:
         mIoU over all seen classes (%).
@@ -53,7 +56,8 @@ def evaluate(
     work = tempfile.mkdtemp(prefix="cdseg-eval-")
     try:
         cfg = load_config(TestConfig, cli={**artifacts.typed_options(TestConfig, cli), "checkpoint": artifacts.location(model),
-                                           "dataset": artifacts.location(data), "output": work})
+                                           "dataset": artifacts.location(data), "output": work,
+                                           **({"push_run": run_id} if run_id else {})})
         result = run_test(cfg)
         eval_dir = render.find_eval_dir(work, result)
         shutil.copytree(eval_dir, results.path, dirs_exist_ok=True)

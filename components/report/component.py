@@ -17,6 +17,8 @@ def report(
     step_3: Input[Artifact] | None = None,
     step_4: Input[Artifact] | None = None,
     step_5: Input[Artifact] | None = None,
+    run_id: str = "",
+    keep_pushed_metrics: bool = False,
 ) -> str:
     """Compare the steps of a run (mIoU of old / new / all classes per step, forgetting per class).
 
@@ -26,6 +28,9 @@ def report(
         summary: the report's Markdown.
         step_0 .. step_5: the evaluate component's `results` of each step (KFP has no list-of-artifacts input
             outside ParallelFor, and no ISPRS task has more than 6 steps).
+        run_id: the pipeline run's id; the groups its evaluate steps pushed to the Pushgateway are deleted
+            once the report is written (a Pushgateway never forgets on its own).
+        keep_pushed_metrics: keep those groups instead (e.g. to compare runs on a dashboard later).
 
     Returns:
         The per-step table as Markdown.
@@ -49,6 +54,10 @@ def report(
         build_report(metrics_list, str(out))
         render.publish(str(out), metrics_list, report_dir=report_dir.path, html_path=report_html.path,
                        md_path=summary.path)
+    if run_id and not keep_pushed_metrics:
+        from cdseg.evaluate.run import delete_pushed
+
+        delete_pushed(run_id)
     table = render.step_table(metrics_list)
     report_dir.metadata["steps"] = len(metrics_list)
     return table

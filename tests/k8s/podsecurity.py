@@ -11,6 +11,8 @@ def pod_specs(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     spec = obj.get("spec") or {}
     if kind == "PyTorchJob":
         return [(f"{kind}/{name} {rtype}", r["template"]["spec"]) for rtype, r in spec["pytorchReplicaSpecs"].items()]
+    if kind == "TrainJob":
+        return [(f"{kind}/{name}", trainjob_pod(obj))]
     if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"):
         return [(f"{kind}/{name}", spec["template"]["spec"])]
     if kind == "CronJob":
@@ -18,6 +20,22 @@ def pod_specs(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if kind == "Pod":
         return [(f"{kind}/{name}", spec)]
     return []
+
+
+def trainjob_pod(obj: dict[str, Any]) -> dict[str, Any]:
+    """The trainer pod a TrainJob asks for: its runtime patch's pod spec, with `trainer`'s image and resources
+    in the `node` container (what the runtime's own template adds is the runtime's business)."""
+    pod: dict[str, Any] = {}
+    for patch in obj["spec"].get("runtimePatches") or []:
+        for rjob in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            if rjob["name"] == "node":
+                pod = dict(rjob["template"]["spec"]["template"]["spec"])
+    containers = [dict(c) for c in pod.get("containers") or [{"name": "node"}]]
+    trainer = obj["spec"].get("trainer") or {}
+    for c in containers:
+        if c["name"] == "node":
+            c.update({"image": trainer.get("image"), "resources": trainer.get("resourcesPerNode") or {}})
+    return {**pod, "containers": containers}
 
 
 def violations(where: str, pod: dict[str, Any]) -> list[str]:

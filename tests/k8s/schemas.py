@@ -1,8 +1,10 @@
 """Offline validation of Kubernetes objects: built-in kinds with kubernetes-validate (strict),
-custom resources (PyTorchJob, PodMonitor, ServiceMonitor) against their CRDs' openAPIV3Schema.
+custom resources (TrainJob, ClusterTrainingRuntime, PyTorchJob, PodMonitor, ServiceMonitor) against their
+CRDs' openAPIV3Schema.
 
-The CRDs live outside the project, in `../shared/k8s-schemas/` (or `$CDSEG_K8S_SCHEMAS`); where
-they are missing the tests skip with the reason, except under CI (`CI=true`), where they fail.
+The CRDs are upstream files kept outside the project, in the folder named by `$CDSEG_K8S_SCHEMAS`
+(default: `shared/k8s-schemas/` in the repository's parent folder); where they are missing the tests skip with the reason,
+except under CI (`CI=true`), where they fail.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Kubernetes versions the built-in kinds are validated against: the Training Operator v1.9's and the newest
 K8S_VERSIONS = ("1.31.0", "1.37.0")
 CRD_FILES = ("kubeflow.org_pytorchjobs.yaml", "monitoring.coreos.com_podmonitors.yaml",
-             "monitoring.coreos.com_servicemonitors.yaml")
+             "monitoring.coreos.com_servicemonitors.yaml", "trainer.kubeflow.org_trainjobs.yaml",
+             "trainer.kubeflow.org_trainingruntimes.yaml", "trainer.kubeflow.org_clustertrainingruntimes.yaml")
 
 
 def in_ci() -> bool:
@@ -75,6 +78,15 @@ def _strictify(schema: dict[str, Any]) -> dict[str, Any]:
 
     walk(schema)
     return schema
+
+
+def stock_runtime() -> dict[str, Any]:
+    """The stock `torch-distributed` ClusterTrainingRuntime a Trainer v2 install ships."""
+    path = schema_dir() / "runtimes" / "torch-distributed.yaml"
+    if not path.is_file():
+        missing(f"{path} not found")
+    runtime: dict[str, Any] = yaml.safe_load(path.read_text())
+    return runtime
 
 
 def is_custom(obj: dict[str, Any]) -> bool:

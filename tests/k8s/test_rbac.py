@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdseg.launch import REQUIRED_PERMISSIONS, JobSpec, build_pytorchjob
+from cdseg.launch import REQUIRED_PERMISSIONS, JobSpec, build_pytorchjob, build_trainjob
 
 from .schemas import kustomize
 
@@ -49,3 +49,10 @@ def test_trainer_account_has_no_token_and_no_role() -> None:
     assert "cdseg-trainer" not in bound
     pod = build_pytorchjob(SPEC)["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     assert pod["serviceAccountName"] == "cdseg-trainer" and pod["automountServiceAccountToken"] is False
+
+
+def test_trainjob_pods_use_the_trainer_account() -> None:
+    (patch,) = build_trainjob(SPEC)["spec"]["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    # a runtime patch cannot set automountServiceAccountToken: the cdseg-trainer account disables it
+    assert node["template"]["spec"]["template"]["spec"]["serviceAccountName"] == "cdseg-trainer"

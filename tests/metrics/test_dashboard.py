@@ -22,7 +22,7 @@ PROMQL_WORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or", "unless",
 }
 SERIES_LABELS = {"task", "step", "rank", "split", "method", "term", "subset", "le", "job", "run", "instance",
-                 "namespace", "pod"}
+                 "namespace", "pod", "cdseg_io_run"}
 
 
 def _exprs(node: Any) -> Iterator[str]:
@@ -78,6 +78,19 @@ def test_label_filters_use_known_labels() -> None:
         for matcher in re.findall(r"\{([^{}]*)\}", re.sub(r"\$\{\w+\}", "", expr)):
             for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matcher):
                 assert label in SERIES_LABELS, f"{expr!r} filters on unknown label {label!r}"
+
+
+def test_scraped_series_follow_the_namespace_and_run_variables() -> None:
+    # concurrent runs of one task must not be averaged together: every selector of a series scraped from the
+    # trainer pods (PodMonitor's podTargetLabels add cdseg_io_run) filters on the namespace and run variables
+    board = json.loads(DASHBOARD.read_text())
+    names = {v["name"] for v in board["templating"]["list"]}
+    assert {"namespace", "run", "task", "method", "step"} <= names
+    selectors = [m for e in _exprs(board) for m in re.finditer(r"(cdseg_[a-z_]+)\{([^{}]*)\}", e)]
+    scraped = [m for m in selectors if m.group(1).startswith(("cdseg_train_", "cdseg_gpu_"))]
+    assert scraped
+    for m in scraped:
+        assert 'namespace=~"$namespace"' in m.group(2) and 'cdseg_io_run=~"$run"' in m.group(2), m.group(0)
 
 
 def test_the_checker_catches_a_typo() -> None:

@@ -147,3 +147,16 @@ def test_no_gpu_series_without_cuda() -> None:
     if torch is None or not torch.cuda.is_available():
         assert "cdseg_gpu_memory_allocated_bytes{" not in text
     sink.close()
+
+
+@pytest.mark.parametrize(("pod", "addr"), [(False, "127.0.0.1"), (True, "0.0.0.0")])
+def test_endpoint_binds_loopback_unless_in_a_pod(monkeypatch: pytest.MonkeyPatch, pod: bool, addr: str) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    if pod:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    sink = PrometheusSink(MetricsConfig(port=free_port()), {"rank": "0"}, local_rank=0)
+    try:
+        assert sink.server is not None and sink.server.server_address[0] == addr
+    finally:
+        sink.close()
+    assert MetricsConfig(addr="::1").resolved_addr() == "::1"  # an explicit address wins
