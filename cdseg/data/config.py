@@ -155,6 +155,9 @@ class DataConfig(Section):
     brightness: float = Field(0.2, description="random brightness change, +- this fraction (0 disables)")
     contrast: float = Field(0.2, description="random contrast change, +- this fraction (0 disables)")
     workers: int = Field(2, description="DataLoader worker processes per training process")
+    verify: bool = Field(False, description="hash every file of a local prepared dataset against its manifest before "
+                                            "training (by default only files changed since their last verification "
+                                            "are hashed)")
 
     @field_validator("crop_size")
     @classmethod

@@ -7,10 +7,12 @@ in parallel into a staged folder and write `manifest.json` last before committin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing
+import time
 import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -24,12 +26,16 @@ from cdseg import __version__
 from cdseg.config import dump_config
 from cdseg.data import isprs
 from cdseg.data.config import PrepareConfig
+from cdseg.data.integrity import find_damage, write_stamps
+from cdseg.data.ownership import check_not_overlapping, check_output_kind, check_replaceable
 from cdseg.data.prepared import FORMAT, FORMAT_VERSION, HIST_BINS, MANIFEST, damaged_files
 from cdseg.data.release import SceneFiles, detect_city, group_scenes, index_files, plan_bands
 from cdseg.data.scene_job import SceneJob, check_headers, release_buffers, run_scene_job
 from cdseg.data.uris import configure, exists, is_empty_dir, is_remote, join, local_input, read_text, staged_output
 from cdseg.errors import DataError
 from cdseg.utils.atomic import write_text_atomic
+from cdseg.utils.lease import output_lease, remove_stale
+from cdseg.utils.signals import deferred_interrupts, ignore_interrupts, terminate_as_exception
 
 log = logging.getLogger(__name__)
 #: Options that change the output (the fingerprint covers these and the input files).
@@ -135,8 +141,12 @@ def _run_jobs(jobs: list[SceneJob], workers: int) -> list[dict[str, Any]]:
         # (GDAL, torch and logging locks held by another thread at fork time can deadlock the child)
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["cdseg.data.scene_job"])  # workers start with numpy and GDAL loaded
-        with ProcessPoolExecutor(children, mp_context=context) as pool, \
+        with ProcessPoolExecutor(children, mp_context=context, initializer=ignore_interrupts) as pool, \
                 ThreadPoolExecutor(1, thread_name_prefix="cdseg-prepare") as here:
+            # start every worker before an interrupt may stop them: a worker the forkserver forked but the pool
+            # has not registered yet would miss the clean-up and print a traceback on its removed semaphores
+            with deferred_interrupts():
+                wait([pool.submit(time.sleep, 0.2) for _ in range(children)])
             in_pool: set[Future[dict[str, Any]]] = set()
             in_here: Future[dict[str, Any]] | None = None
             try:
@@ -155,11 +165,21 @@ def _run_jobs(jobs: list[SceneJob], workers: int) -> list[dict[str, Any]]:
             except BaseException:
                 for fut in in_pool:
                     fut.cancel()
+                _stop_workers(pool)
                 raise
         return results
     finally:
         release_buffers()  # this process goes on (e.g. to training): give the scene buffers back
         bar.close()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's processes now (an error or an interrupt): their scenes would be thrown away anyway."""
+    # the executor has no public way to stop running work; its worker processes are in `_processes`
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _manifest(cfg: PrepareConfig, fp: str, city: str, bands: list[str], splits: dict[str, list[str]],
@@ -184,11 +204,14 @@ def _manifest(cfg: PrepareConfig, fp: str, city: str, bands: list[str], splits: 
 
 
 def _damage(cfg: PrepareConfig, manifest: dict[str, Any]) -> str | None:
-    """What is wrong with an up-to-date output: missing files, or (with --verify) changed ones; None if whole."""
+    """What is wrong with an up-to-date output: missing files, or changed ones (a local output hashes the files
+    changed since their last verification, all of them with --verify); None if whole."""
     checksums = manifest.get("checksums", {})
-    if cfg.verify:
-        root = local_input(cfg.output, folder=True) if is_remote(cfg.output) else Path(cfg.output)
-        bad = damaged_files(root, checksums, threads=max(2, cfg.workers))
+    if not is_remote(cfg.output):  # files changed since their last verification are hashed (all with --verify)
+        bad, _ = find_damage(Path(cfg.output.removeprefix("file://")).expanduser(), checksums, full=cfg.verify,
+                             threads=max(2, cfg.workers))
+    elif cfg.verify:
+        bad = damaged_files(local_input(cfg.output, folder=True), checksums, threads=max(2, cfg.workers))
     else:
         bad = [f"{rel} (missing)" for rel in checksums if not exists(join(cfg.output, rel))]
     if not bad:
@@ -200,6 +223,18 @@ def run_prepare(cfg: PrepareConfig) -> str:
     """Prepare `cfg.input` into `cfg.output`; returns the output URI (unchanged if already up to date)."""
     warnings.filterwarnings("ignore", category=UserWarning, module="rasterio")  # the DSM jpgs carry no georeference
     configure(cfg)
+    check_not_overlapping(cfg.input, cfg.output)
+    check_output_kind(cfg.output)
+    if is_remote(cfg.output):
+        with terminate_as_exception():  # SIGTERM stops the workers and removes the staging folder
+            return _prepare(cfg)
+    out = Path(cfg.output.removeprefix("file://")).expanduser()
+    with terminate_as_exception(), output_lease(out):  # a second prepare onto this output fails at once
+        remove_stale(out)  # staging folders of runs killed before they could remove them
+        return _prepare(cfg)
+
+
+def _prepare(cfg: PrepareConfig) -> str:
     src = local_input(cfg.input)
     entries = index_files(src)
     city = detect_city(entries, cfg.input) if cfg.city == "auto" else cfg.city
@@ -229,9 +264,11 @@ def run_prepare(cfg: PrepareConfig) -> str:
         replace = True
     elif exists(cfg.output):
         replace = True
-    if replace and not cfg.overwrite and not is_empty_dir(cfg.output):
-        raise DataError(f"{cfg.output} already exists and was not prepared from these inputs and options; "
-                        "pass --overwrite to replace it or choose another --output")
+    if replace and not is_empty_dir(cfg.output):
+        check_replaceable(cfg.output, join(cfg.output, MANIFEST), FORMAT)  # --overwrite replaces only what prepare made
+        if not cfg.overwrite:
+            raise DataError(f"{cfg.output} already exists and was not prepared from these inputs and options; "
+                            "pass --overwrite to replace it or choose another --output")
     shapes = {job.scene_id: check_headers(job) for job in jobs}
     channels = cfg.channels if cfg.channels != "auto" else ("RGBIR" if city == "potsdam" else "IRRG")
     bands = [*isprs.CHANNEL_BANDS[channels], *(["DSM"] if cfg.dsm else [])]
@@ -243,6 +280,8 @@ def run_prepare(cfg: PrepareConfig) -> str:
         assert set(shapes) == set(results)
         manifest = _manifest(cfg, fp, city, bands, splits, results)
         write_text_atomic(tmp / "config.yaml", dump_config(cfg))
+        if not is_remote(cfg.output):  # an s3:// dataset is verified by the download cache instead
+            write_stamps(tmp, manifest["checksums"])  # the files were hashed as they were written
         write_text_atomic(tmp / MANIFEST, json.dumps(manifest, separators=(",", ":")))  # last: marks it complete
     n_patches = sum(len(r["rows"]) for r in results.values())
     log.info("prepared %d scenes (%s) into %s: %d train / %d val / %d test scenes, %d patches", len(ids), ",".join(bands),

@@ -2,7 +2,8 @@
 
 Layout: `images/<scene>.tif` (C uint8 bands, tiled, with CRS and transform), `labels/<scene>.tif`
 (raw class indices, 255 ignore), `manifest.json` (classes, bands, splits, stats, per-patch class
-histograms, checksums, fingerprint, `format_version`), `config.yaml` (the resolved prepare config).
+histograms, checksums, fingerprint, `format_version`), `config.yaml` (the resolved prepare config),
+`verified.json` (stamps of the last sha256 verification, see `cdseg.data.integrity`; local outputs only).
 Patches are windows of the scene files, read on demand.
 """
 
@@ -20,6 +21,7 @@ import rasterio
 from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.windows import Window
 
+from cdseg.data.integrity import verify_dataset
 from cdseg.data.uris import is_remote, join, local_input, read_text
 from cdseg.errors import DataError
 from cdseg.utils.hashing import sha256_file
@@ -35,6 +37,10 @@ HIST_BINS = 7
 #: workers x 5% is 160% of a node's RAM. With 64 MiB, random 512 px patch reads ran at about 1100/s
 #: (measured; the augmented Dataset consumes about 120/s) and a reader's RSS stayed at 150 MB, not 460.
 READ_CACHE_BYTES = 64 << 20
+#: Manifest fields every reader relies on, and their JSON types.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "fingerprint": str, "classes": list, "bands": list, "patch_size": int, "splits": dict, "scenes": dict,
+    "checksums": dict, "patches": dict}
 _cache_bounded_in: int | None = None  # pid of the process whose GDAL cache was bounded
 
 
@@ -90,6 +96,12 @@ def read_manifest(uri: str) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise DataError(f"{uri} is a prepared dataset of format version {version}, this cdseg reads version "
                         f"{FORMAT_VERSION}; run cdseg prepare again to rebuild it")
+    for key, kind in _REQUIRED.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or (isinstance(value, dict) and key == "patches"
+                                           and not {"columns", "rows"} <= value.keys()):
+            raise DataError(f"{join(uri, MANIFEST)} has no valid {key!r} (damaged or edited); run cdseg prepare "
+                            "again with --overwrite")
     return manifest
 
 
@@ -146,6 +158,18 @@ class PreparedDataset:
                             "run cdseg prepare again with --overwrite")
         return len(checksums)
 
+    def check(self, *, full: bool = False) -> tuple[int, int]:
+        """Verify the data files once before they are read: (files checked, files hashed).
+
+        A local dataset hashes only the files whose stamp changed since their last verification (all of
+        them with `full`); an s3:// dataset's files were already hashed by the download cache.
+        """
+        checksums = self.manifest["checksums"]
+        if is_remote(self.uri):
+            return len(checksums), 0
+        return verify_dataset(self.root, checksums, self.uri, fingerprint=str(self.manifest.get("fingerprint", "")),
+                              full=full)
+
     @property
     def fingerprint(self) -> str:
         """Hash of the inputs and options the dataset was made from."""
@@ -200,7 +224,16 @@ class PreparedDataset:
         """(image CxHxW uint8, label HxW uint8 raw indices) of one patch."""
         size = size or self.patch_size
         window = Window(record.x, record.y, size, size)
-        return self._open("image", record.scene).read(window=window), self._open("label", record.scene).read(1, window=window)
+        image, label = self._open("image", record.scene), self._open("label", record.scene)
+        return self._read(image, window=window), self._read(label, 1, window=window)
+
+    def _read(self, handle: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        """`handle.read(...)`, with a read failure (a damaged tile) as a DataError naming the file."""
+        try:
+            return handle.read(*args, **kwargs)
+        except rasterio.errors.RasterioError as exc:
+            raise DataError(f"{handle.name} cannot be read ({' '.join(str(exc).split())[:160]}); the prepared dataset "
+                            f"{self.uri} is damaged: run cdseg prepare again with --overwrite") from exc
 
     def georeference(self, scene_id: str) -> tuple[Any, Any]:
         """(CRS, affine transform) of a scene, from its image header: no pixels are read."""
@@ -210,7 +243,8 @@ class PreparedDataset:
     def read_scene(self, scene_id: str) -> Scene:
         """A whole scene with its georeference, for evaluation."""
         image = self._open("image", scene_id)
-        return Scene(scene_id, image.read(), self._open("label", scene_id).read(1), image.crs, image.transform)
+        return Scene(scene_id, self._read(image), self._read(self._open("label", scene_id), 1), image.crs,
+                     image.transform)
 
     def close(self) -> None:
         """Close open file handles (they are reopened on demand)."""

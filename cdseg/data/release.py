@@ -6,10 +6,12 @@ by name, so the release's folder names (or the lower-case ones of the original p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -105,6 +107,10 @@ def detect_city(entries: list[Entry], source: str) -> str:
     """`potsdam` or `vaihingen`, from the file names."""
     potsdam = any(_POTSDAM_IMAGE.match(e.name) or _POTSDAM_LABEL.match(e.name) for e in entries)
     vaihingen = any(_VAIHINGEN_TOP.match(e.name) for e in entries)
+    nested = [e for e in entries if e.archive and e.path.lower().endswith(".zip")]
+    if not potsdam and not vaihingen and nested:
+        raise DataError(f"{nested[0].archive} holds zip files (e.g. {nested[0].path}), not images: extract it once and "
+                        "pass the folder of the release's zips; cdseg reads zips in place but not a zip of zips")
     if potsdam == vaihingen:
         found = "both Potsdam and Vaihingen" if potsdam else "no ISPRS scene"
         raise DataError(f"{source}: found {found} files; expected e.g. 4_Ortho_RGBIR/top_potsdam_2_10_RGBIR.tif or "
@@ -179,11 +185,36 @@ def open_raster(entry: Entry):
                         "it may be empty or truncated: extract or download it again") from exc
 
 
+def verify_member(entry: Entry) -> None:
+    """Read a zip member through `zipfile`, which checks its CRC-32; a mismatch is a DataError naming it.
+
+    GDAL's /vsizip/ does not check CRCs, so a member with flipped bytes would otherwise be read as
+    valid pixels.
+    """
+    assert entry.archive is not None
+    try:
+        with zipfile.ZipFile(entry.archive) as zf, zf.open(entry.path) as member:
+            while member.read(1 << 20):
+                pass
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise DataError(f"{entry} is corrupt ({str(exc).splitlines()[0][:160]}); "
+                        f"download {Path(entry.archive).name} again") from exc
+
+
 def read_raster(entry: Entry, window=None, indexes: list[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """All bands of a release file (or the 1-based `indexes`), CxHxW; into `out` if given."""
-    with open_raster(entry) as src:
+    """All bands of a release file (or the 1-based `indexes`), CxHxW; into `out` if given.
+
+    A zip member's CRC is checked in a helper thread while GDAL reads it (zlib and crc32 release the GIL).
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="cdseg-crc") if entry.archive else contextlib.nullcontext() as crc:
+        checked = crc.submit(verify_member, entry) if crc is not None else None
         try:
-            return src.read(indexes, window=window, out=out)
-        except (RasterioError, OSError) as exc:
-            raise DataError(f"{entry} could not be read ({str(exc).splitlines()[0][:160]}); "
-                            "it may be truncated: extract or download it again") from exc
+            with open_raster(entry) as src:
+                try:
+                    return src.read(indexes, window=window, out=out)
+                except (RasterioError, OSError) as exc:
+                    raise DataError(f"{entry} could not be read ({str(exc).splitlines()[0][:160]}); "
+                                    "it may be truncated: extract or download it again") from exc
+        finally:
+            if checked is not None:
+                checked.result()  # a corrupt member is reported as such, before (and instead of) GDAL's error

@@ -1,40 +1,36 @@
-"""Where data commands meet `cdseg.storage`: local paths always work; s3:// needs the storage package.
+"""Where data commands meet `cdseg.storage`: the one URI parser, and local views of remote inputs.
 
 The functions here resolve an input URI to a local path and stage an output folder, through
-`cdseg.storage` when it is installed in this tree, and plainly on the local disk otherwise.
+`cdseg.storage` (which imports boto3 only when a remote URI is used).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import cdseg.storage as _store
 from cdseg.errors import DataError
+from cdseg.storage.uri import is_remote as _is_remote
 from cdseg.utils.atomic import atomic_dir
 
 
-def _storage() -> ModuleType | None:
-    try:
-        module = importlib.import_module("cdseg.storage")
-    except ImportError:
-        return None
-    return module if hasattr(module, "staged_dir") else None
+def _storage() -> ModuleType:
+    return _store
 
 
 def configure(cfg: object) -> None:
     """Apply a root config's `storage` section (if it has one) before any URI is touched."""
     section = getattr(cfg, "storage", None)
-    storage = _storage()
-    if section is not None and storage is not None and hasattr(storage, "configure"):
-        storage.configure(section)
+    if section is not None:
+        _store.configure(section)
 
 
 def is_remote(uri: str) -> bool:
-    """True for object-store URIs (s3://, minio://)."""
-    return "://" in str(uri) and not str(uri).startswith("file://")
+    """True for object-store URIs (s3://, minio://, any case); an unsupported scheme is a StorageError."""
+    return _is_remote(str(uri))
 
 
 def _local(uri: str) -> Path:
@@ -43,11 +39,7 @@ def _local(uri: str) -> Path:
 
 
 def _need_storage(uri: str) -> ModuleType:
-    storage = _storage()
-    if storage is None:
-        raise DataError(f"{uri} is an object-store URI but cdseg.storage is not available in this installation; "
-                        "use a local path")
-    return storage
+    return _store
 
 
 def local_input(uri: str, *, folder: bool | None = None) -> Path:
@@ -58,6 +50,8 @@ def local_input(uri: str, *, folder: bool | None = None) -> Path:
             return Path(storage.local_file(uri))
         try:
             return Path(storage.local_dir(uri))
+        except storage.StorageUnavailableError:
+            raise
         except storage.StorageError:
             if folder:  # a prepared dataset must be a committed folder
                 raise

@@ -21,6 +21,7 @@ import torch
 from cdseg.errors import CheckpointError, ConfigError
 from cdseg.models.config import ModelConfig
 from cdseg.models.segmenter import IncrementalSegmenter, assemble
+from cdseg.utils.atomic import file_mode
 from cdseg.utils.hashing import sha256_file
 
 _log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def save_model(model: IncrementalSegmenter, uri: str | Path, card: Mapping[str, 
     with _staged(uri, replace) as tmp:
         weights = tmp / WEIGHTS_NAME
         save_file(state, str(weights), metadata={"format": "pt", "cdseg_format_version": str(FORMAT_VERSION)})
+        weights.chmod(file_mode())  # safetensors creates 0600 whatever the umask; a shared volume needs 0644 etc.
         full["sha256"] = sha256_file(weights)
         (tmp / CARD_NAME).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
     _log.info("saved model (%d outputs, sha256 %s) to %s", model.num_outputs, full["sha256"][:12], uri)
@@ -72,7 +74,11 @@ def read_card(uri: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{_name(uri, CARD_NAME)} is not a readable JSON model card ({exc}); the checkpoint is damaged") from exc
     if not isinstance(card, dict) or "sha256" not in card or "model" not in card:
         raise CheckpointError(f"{_name(uri, CARD_NAME)} is not a cdseg model card (no sha256 / model); pass a folder written by cdseg")
-    if card.get("format_version", 0) > FORMAT_VERSION:
+    version = card.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{_name(uri, CARD_NAME)} has format_version {version!r}, expected an integer; the card "
+                              "was edited or damaged: write the checkpoint again with cdseg")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{_name(uri, CARD_NAME)} has format_version {card['format_version']}, newer than this cdseg reads "
             f"({FORMAT_VERSION}); upgrade cdseg"
@@ -139,9 +145,22 @@ def _local(uri: str | Path, name: str) -> Path:
         from cdseg import storage
     except ImportError:
         storage = None  # type: ignore[assignment]
+    if storage is not None and storage.is_remote(str(uri)):
+        # a remote checkpoint must be a committed folder (its storage manifest verifies every file), as a
+        # prepared dataset must: objects uploaded by hand, or a half-uploaded folder, are refused
+        try:
+            path = Path(storage.local_dir(uri)) / name
+        except storage.StorageError as exc:
+            raise CheckpointError(f"{uri} cannot be read as a checkpoint folder ({exc}); pass the folder of a saved "
+                                  "cdseg model") from exc
+        if not path.is_file():
+            raise CheckpointError(f"{_name(uri, name)} does not exist; pass the folder of a saved cdseg model")
+        return path
     if storage is not None:
         try:
             return Path(storage.local_file(storage.join(uri, name)))
+        except storage.StorageUnavailableError:
+            raise  # an outage, not a bad checkpoint: retryable
         except storage.StorageError as exc:
             raise CheckpointError(f"{_name(uri, name)} cannot be read ({exc}); pass the folder of a saved cdseg model") from exc
     path = Path(str(uri).removeprefix("file://")) / name

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cdseg.storage import local as _local
 from cdseg.storage.config import StorageConfig
-from cdseg.storage.errors import IntegrityError, StorageError
+from cdseg.storage.errors import IntegrityError, StorageError, StorageUnavailableError
 from cdseg.storage.manifest import MANIFEST_NAME
 from cdseg.storage.uri import is_remote, join, local_path, parse_remote
 
@@ -29,6 +29,7 @@ __all__ = [
     "IntegrityError",
     "StorageConfig",
     "StorageError",
+    "StorageUnavailableError",
     "configure",
     "download_dir",
     "exists",
@@ -40,6 +41,8 @@ __all__ = [
     "local_file",
     "read_bytes",
     "read_text",
+    "remote_lease",
+    "remove_dir",
     "staged_dir",
     "upload_dir",
     "write_bytes",
@@ -173,3 +176,33 @@ def download_dir(uri: str | Path, local: str | Path, replace: bool = False) -> P
     source = local_dir(uri)
     _local.copy_dir(source, target, replace)
     return target
+
+
+def remove_dir(uri: str | Path) -> None:
+    """Delete a committed folder: its manifest first (so it is never seen half-deleted), then its files.
+
+    Only the files the manifest lists are deleted remotely; absent is fine.
+    """
+    if is_remote(uri):
+        _call("remove_dir", uri)
+    else:
+        shutil.rmtree(local_path(uri), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def remote_lease(uri: str | Path, what: str = "output", ttl_s: float = 120.0) -> Iterator[None]:
+    """Hold the exclusive lease of the remote output `uri` for the block (renewed in a thread); a live holder
+    makes it fail at once with `LeaseHeld`, naming it. An expired lease (a crashed holder) is taken over."""
+    from cdseg.storage.lease import RemoteLease, Renewer
+
+    lease = RemoteLease(_s3().wire, parse_remote(str(uri)), ttl_s, what)
+    lease.acquire()
+    renewer = Renewer(lease)
+    renewer.start()
+    try:
+        yield
+    finally:
+        renewer.stop.set()
+        renewer.join()
+        with contextlib.suppress(StorageError):
+            lease.release()

@@ -25,6 +25,10 @@ class StorageConfig(Section):
     cache_dir: str | None = Field(
        default=None, description="local download cache, keyed by sha256; default: CDSEG_CACHE_DIR, else ~/.cache/cdseg"
     )
+    cache_max_gb: float = Field(
+       default=100.0, ge=0, description="size cap of the download cache (GB; 0: no cap): after a download, the objects "
+       "used longest ago (and not within the last hour) are evicted until the cache fits"
+    )
     multipart_threshold_mb: float = Field(
        default=64.0, gt=0, description="objects at least this large (MiB) are transferred in parallel parts"
     )

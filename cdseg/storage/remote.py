@@ -12,8 +12,9 @@ import functools
 import hashlib
 import io
 import logging
+import os
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,7 @@ class S3Store:
             if cached is not None:
                 return self.cache.named(expected, _basename(remote))
         stored = self._download(remote, size, meta, head.get("ETag"))
+        self._prune({stored.name})
         return self.cache.named(stored.name, _basename(remote))  # stored.name is the sha256
 
     def _download(self, remote: Remote, size: int, meta: dict[str, str], etag: str | None) -> Path:
@@ -202,10 +204,20 @@ class S3Store:
         verify(meta.get(META_SHA), sha, None, len(data), where)
         manifest = Manifest.from_bytes(data, where)
         self._manifests[(remote.scheme, remote.bucket, remote.key)] = manifest
-        missing = [e for e in manifest.files.values() if self.cache.lookup(e.sha256, e.size) is None]
+        entries = list(manifest.files.values())
+        with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="cdseg-cache-check") as pool:
+            # every cached object is hashed before use (once per process); hashlib releases the GIL
+            hits = list(pool.map(lambda e: self.cache.lookup(e.sha256, e.size), entries))
+        missing = [e for e, hit in zip(entries, hits, strict=True) if hit is None]
         if missing:
             self._fetch_all(remote, missing)
+            self._prune({e.sha256 for e in entries})
         return self.cache.folder(sha, manifest, data)
+
+    def _prune(self, keep: set[str]) -> None:
+        """Keep the download cache under its size cap (after it grew), never evicting `keep`."""
+        if self.cfg.cache_max_gb > 0:
+            self.cache.prune(int(self.cfg.cache_max_gb * 1e9), keep)
 
     def _fetch_all(self, remote: Remote, entries: list[FileEntry]) -> None:
         """Fetch a folder's missing files into the cache: small ones in parallel, large ones part-parallel."""
@@ -274,6 +286,17 @@ class S3Store:
                 self.wire.delete_keys(remote, uploaded)
             raise
         self._manifests[(remote.scheme, remote.bucket, remote.key)] = manifest
+
+    def remove_dir(self, remote: Remote) -> None:
+        """Un-commit a folder (manifest first), then delete the files its manifest listed."""
+        if not remote.key:
+            raise StorageError(f"{remote} is a bucket root; refusing to delete it")
+        manifest = self._manifest_at(remote, refresh=True)
+        if manifest is None:
+            return
+        self.wire.delete(remote.child(MANIFEST_NAME))
+        self._manifests.pop((remote.scheme, remote.bucket, remote.key), None)
+        self.wire.delete_keys(remote, sorted(remote.child(rel).key for rel in manifest.files))
 
     def list_dir(self, remote: Remote) -> list[str]:
         """Names inside a prefix: from its manifest if committed, else from a delimiter listing."""

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from cdseg.storage.config import StorageConfig
-from cdseg.storage.errors import StorageError
+from cdseg.storage.errors import StorageError, StorageUnavailableError
 from cdseg.storage.uri import Remote
 from cdseg.utils.lazy import lazy_import
 
@@ -32,7 +32,7 @@ T = TypeVar("T")
 _MiB = 1024 * 1024
 
 
-class _KnownSize(s3transfer_subscribers.BaseSubscriber):  # type: ignore[misc,name-defined]
+class _KnownSize(s3transfer_subscribers.BaseSubscriber):  # type: ignore[name-defined]
     """Tell s3transfer an upload's size up front, so it needs no buffering probe of the stream."""
 
     def __init__(self, size: int) -> None:
@@ -131,9 +131,9 @@ class S3Wire:
             )
         if isinstance(exc, (ex.EndpointConnectionError, ex.ConnectionClosedError, ex.ConnectTimeoutError,
                             ex.ReadTimeoutError, ex.ConnectionError, ex.HTTPClientError)):
-            return StorageError(
+            return StorageUnavailableError(
                 f"cannot reach the S3 endpoint {endpoint} to {action} {uri} ({type(exc).__name__}); check "
-                "storage.endpoint_url / AWS_ENDPOINT_URL and that the store is running"
+                "storage.endpoint_url / AWS_ENDPOINT_URL and that the store is running (a retry may succeed)"
             )
         if isinstance(exc, ex.ClientError):
             err = exc.response.get("Error", {})
@@ -152,6 +152,9 @@ class S3Wire:
                 )
             if code in ("NoSuchKey", "404", "NotFound") or status == 404:
                 return StorageError(f"{uri} does not exist; check the URI (or run the step that writes it)")
+            if (isinstance(status, int) and status >= 500) or code in _UNAVAILABLE_CODES:
+                return StorageUnavailableError(f"the S3 endpoint {endpoint} kept failing to {action} {uri} "
+                                               f"({code or status}); wait for the store to recover (a retry may succeed)")
             return StorageError(f"S3 refused to {action} {uri}: {code} {err.get('Message', '')}".rstrip())
         if isinstance(exc, ex.BotoCoreError):
             return StorageError(f"S3 error to {action} {uri}: {exc}")
@@ -283,6 +286,10 @@ class S3Wire:
 
         self.call(remote, "list", listing)
         return names
+
+#: S3 error codes of an overloaded or failing store (worth retrying later, not bad input)
+_UNAVAILABLE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"})
+
 
 def _root_cause(exc: BaseException) -> BaseException:
     """Unwrap boto3's S3UploadFailedError / s3transfer wrappers down to the botocore error."""

@@ -129,7 +129,7 @@ RESUME_KEYS = ("method", "seed", "in_channels", "data", "task", "model", "ce", "
                "scheduler", "trainer.batch_size", "trainer.amp", "trainer.amp_dtype", "trainer.init_balanced",
                "trainer.cd_single_forward", "trainer.grad_clip")
 #: data options that do not change what is learned (a restarted pod may see the dataset at another path)
-_IGNORED = ("data.workers", "data.dataset")
+_IGNORED = ("data.workers", "data.dataset", "data.verify")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -4,7 +4,8 @@ Everything is written locally first (atomically). For an s3:// / minio:// output
 work area under `$CDSEG_WORK_DIR` (default `~/.cache/cdseg/train`), and each finished piece (a resume
 state, `best/`, `model/`, `config.yaml`, `history.json`) is uploaded with `cdseg.storage` as soon as it
 is complete, so a restarted pod on another node finds the newest resume state remotely.
-Remote resume folders of older iterations are left in place (the storage layer has no delete).
+Remote resume folders older than the newest `--trainer.keep-remote-resume` (default 2) are deleted once a
+newer one is committed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ def _storage():  # noqa: ANN202 - lazy: the storage package may pull boto3 only 
 
 
 def is_remote(uri: str) -> bool:
-    """Whether `uri` names object storage rather than a local path."""
-    return uri.split("://", 1)[0] in ("s3", "minio") if "://" in uri else False
+    """Whether `uri` names object storage rather than a local path (parsed by `cdseg.storage`, the one parser:
+    `S3://` is remote, an unsupported scheme or an invalid bucket is a one-line StorageError)."""
+    from cdseg.storage.uri import is_remote as remote
+    from cdseg.storage.uri import parse_remote
+
+    if not remote(uri):
+        return False
+    parse_remote(uri)  # validates the bucket and key now, before anything is loaded or written
+    return True
 
 
 def join(uri: str, *parts: str) -> str:
@@ -65,6 +73,22 @@ class StepOutput:
             st.upload_dir(src, self.uri_of(rel), replace=True)
         else:
             st.write_bytes(self.uri_of(rel), src.read_bytes())
+
+    def prune_resume(self, keep: int) -> list[str]:
+        """Delete all but the newest `keep` remote resume states (remote outputs only); returns the deleted names.
+
+        Run after a new state is committed: the newest `keep` are all complete, so a restarted pod still
+        finds one even while the next upload is in flight.
+        """
+        if not self.remote:
+            return []
+        st = _storage()
+        root = self.uri_of("resume")
+        names = sorted(n.rstrip("/") for n in st.list_dir(root) if n.startswith(PREFIX))
+        old = names[:-keep] if keep > 0 else names
+        for name in old:
+            st.remove_dir(join(root, name))
+        return old
 
     def fetch_resume(self) -> None:
         """Bring the newest complete remote resume state into the local work folder (remote outputs only)."""

@@ -30,9 +30,7 @@ def atomic_dir(target: Path, *, replace: bool = False) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         # mkdtemp creates 0700; the committed folder gets the permissions a plain mkdir would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        os.chmod(tmp, 0o777 & ~current_umask())
         if target.exists():
             if not replace:
                 raise FileExistsError(f"{target} already exists")
@@ -59,11 +57,30 @@ def atomic_file(target: Path, mode: str = "wb") -> Iterator[object]:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), file_mode())  # mkstemp creates 0600: give it what open() would
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for a moment, in every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def file_mode() -> int:
+    """The mode a plain `open(path, "w")` gives a new file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
 
 
 def write_bytes_atomic(target: Path, data: bytes) -> None:

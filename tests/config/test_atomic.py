@@ -52,3 +52,24 @@ def test_write_text_atomic(tmp_path: Path) -> None:
     write_text_atomic(path, "a: 1\n")
     assert path.read_text() == "a: 1\n"
     assert [p.name for p in path.parent.iterdir()] == ["f.yaml"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_files_honour_the_umask(tmp_path: Path, umask: int) -> None:
+    import torch
+
+    from cdseg.models import ModelConfig, build_segmenter
+    from cdseg.models.io import save_model
+
+    old = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "config.yaml", "a: 1\n")
+        model = build_segmenter(ModelConfig(encoder="resnet18", pretrained=False, norm="bn",
+                                            decoder_channels=[8, 8, 8, 8]), [3], ["R", "G", "B"])
+        torch.manual_seed(0)
+        save_model(model, tmp_path / "model", {"task": "6s", "step": 0})
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "config.yaml", tmp_path / "model" / "model.safetensors", tmp_path / "model" / "model.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~umask

@@ -95,3 +95,13 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "resolved.yaml"
     path.write_text(dump_config(cfg))
     assert load_config(Root, config_file=path, environ={}) == cfg
+
+
+def test_a_bad_environment_value_is_reported_under_the_variable() -> None:
+    env = {"CDSEG_TRAINER__BATCH_SIZE": "0", "CDSEG_LR": "fast"}
+    with pytest.raises(ConfigError) as err:
+        load_config(Root, environ=env)
+    assert "invalid CDSEG_TRAINER__BATCH_SIZE=0" in str(err.value) and "invalid CDSEG_LR=fast" in str(err.value)
+    assert "--trainer.batch-size" not in str(err.value)
+    with pytest.raises(ConfigError, match="invalid --trainer.batch-size=-1"):  # the flag won: it is named
+        load_config(Root, environ=env, cli={"trainer.batch_size": "-1", "lr": "0.1"})

@@ -184,3 +184,51 @@ def test_unknown_task_step_and_class_in_dataset(prepared_dataset, tmp_path):
     bad.write_text("steps: [[roads]]")
     with pytest.raises(UserError, match="unknown class 'roads'; valid names are"):
         IncrementalDataset(prepared_dataset, str(bad), 0, "train")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_zip_member_with_a_bad_crc(release, tmp_path, capsys, workers):
+    # a stored (uncompressed) member with one pixel byte flipped: GDAL's /vsizip/ reads it without error
+    folder = release / "4_Ortho_RGBIR"
+    with zipfile.ZipFile(release / "4_Ortho_RGBIR.zip", "w", zipfile.ZIP_STORED) as zf:
+        for tif in sorted(folder.glob("*.tif")):
+            zf.write(tif, f"4_Ortho_RGBIR/{tif.name}")
+    shutil.rmtree(folder)
+    z = release / "4_Ortho_RGBIR.zip"
+    with zipfile.ZipFile(z) as zf:
+        info = zf.getinfo("4_Ortho_RGBIR/top_potsdam_2_13_RGBIR.tif")
+    data = bytearray(z.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.compress_size - 200] ^= 0x5A  # inside the pixels, far from the TIFF header
+    z.write_bytes(bytes(data))
+    err = prepare(release, tmp_path, capsys, "--workers", workers)
+    assert "4_Ortho_RGBIR.zip!4_Ortho_RGBIR/top_potsdam_2_13_RGBIR.tif is corrupt" in err
+    assert "Bad CRC-32" in err and "download 4_Ortho_RGBIR.zip again" in err
+
+
+@pytest.mark.parametrize("key", ["patches", "checksums", "splits"])
+def test_manifest_missing_a_field(prepared_dataset: Path, tmp_path: Path, key: str):
+    old = tmp_path / "old"
+    shutil.copytree(prepared_dataset, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest[key]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=rf"manifest.json has no valid '{key}' \(damaged or edited\); run cdseg prepare"):
+        PreparedDataset.open(old)
+
+
+def test_nested_zip_is_named(tmp_path, capsys):
+    rel = tmp_path / "rel"
+    main(["synth", "--output", str(rel), "--size", "64", "--train-scenes", "1", "--test-scenes", "0",
+          "--products", "RGBIR,labels", "--zip"])
+    capsys.readouterr()
+    outer = tmp_path / "Potsdam.zip"
+    with zipfile.ZipFile(outer, "w") as zf:
+        for inner in sorted(rel.glob("*.zip")):
+            zf.write(inner, f"Potsdam/{inner.name}")
+    shutil.rmtree(rel)
+    rc = main(["prepare", "--input", str(outer), "--output", str(tmp_path / "out"), "--patch-size", "32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "Potsdam.zip holds zip files (e.g. Potsdam/4_Ortho_RGBIR.zip)" in err[0] and "extract it once" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Potsdam.zip"]

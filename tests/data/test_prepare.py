@@ -219,8 +219,8 @@ def test_rerun_notices_a_damaged_dataset(prepared_dataset: Path, synth_release: 
     damaged[-1] ^= 0xFF
     image.write_bytes(bytes(damaged))
     manifest_before = (out / "manifest.json").read_bytes()
-    assert main(args) == 0  # without --verify a rerun only checks that the files are there
-    capsys.readouterr()
+    assert main(args) == 2  # without --verify a rerun hashes the files changed since they were verified
+    assert "images/2_13.tif (sha256 differs)" in capsys.readouterr().err
     assert main([*args, "--verify"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "images/2_13.tif (sha256 differs)" in err[0] and "--overwrite" in err[0]

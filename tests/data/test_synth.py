@@ -64,6 +64,38 @@ def test_class_frequencies_are_aerial_like():
     assert car < min(imp, bld, low, tree)
 
 
+def _blur(a: np.ndarray, k: int = 7, passes: int = 3) -> np.ndarray:
+    """Three box-filter passes (about a Gaussian), so edge orientations are not snapped to the pixel grid."""
+    for _ in range(passes):
+        for axis in (0, 1):
+            pad = [(k // 2 + 1, k // 2) if i == axis else (0, 0) for i in range(2)]
+            c = np.cumsum(np.pad(a, pad, mode="edge"), axis=axis)
+            n = c.shape[axis]
+            a = (np.take(c, range(k, n), axis=axis) - np.take(c, range(0, n - k), axis=axis)) / k
+    return a
+
+
+def _grid_angle(label: np.ndarray) -> float:
+    """Dominant orientation (degrees, modulo 90) of the edges of the impervious map: the street grid."""
+    f = _blur((label == 0).astype(np.float64))
+    gy, gx = np.gradient(f)
+    theta, weight = np.arctan2(gy, gx), gy * gy + gx * gx
+    # 4-fold symmetric orientation: average the angle x 4 (a grid and its 90-degree turn are the same)
+    c, s = float((weight * np.cos(4 * theta)).sum()), float((weight * np.sin(4 * theta)).sum())
+    return float(np.degrees(np.arctan2(s, c) / 4) % 90)
+
+
+def test_scenes_have_no_canonical_orientation():
+    # MiB-CD's premise: a top-down tile has no preferred orientation. The street grid (and the buildings and
+    # cars aligned with it) of generated scenes must point anywhere, not only along the image axes.
+    angles = np.sort([_grid_angle(generate_scene(256, [seed]).label) for seed in range(16)])
+    uniform = (np.arange(1, 17) - 0.5) / 16 * 90
+    ks = float(np.max(np.abs(angles - uniform))) / 90  # Kolmogorov-Smirnov distance to U(0, 90)
+    assert ks < 0.39, f"grid angles {angles.round()} are not spread over 0-90 degrees (KS {ks:.2f}, 1% level 0.39)"
+    axis_aligned = np.sum((angles < 5) | (angles > 85))
+    assert axis_aligned <= 4, f"{axis_aligned} of 16 scenes have an axis-aligned grid: {angles.round()}"
+
+
 def test_classes_are_separable_by_colour():
     """A trivial per-pixel nearest-mean classifier on (R, G, B, IR) beats chance by far: learnable."""
     train, test = generate_scene(384, [10]), generate_scene(384, [11])

@@ -82,3 +82,31 @@ def test_overwrite_and_portability_without_inplace_abn(tmp_path, tiny_model, mon
         assert torch.allclose(loaded(x)[0], model(x)[0], atol=1e-5)
     finally:
         norm.reset_import_cache()
+
+
+@pytest.mark.parametrize("version", ["1", None, 1.5])
+def test_card_with_a_non_integer_format_version(tmp_path, tiny_model, version) -> None:
+    uri = save_model(tiny_model(heads=[2]), tmp_path / "model", CARD)
+    card = json.loads((tmp_path / "model" / CARD_NAME).read_text())
+    card["format_version"] = version
+    (tmp_path / "model" / CARD_NAME).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=r"has format_version .*, expected an integer"):
+        load_model(uri)
+
+
+def test_remote_checkpoint_must_be_a_committed_folder(s3_server, tmp_path, tiny_model) -> None:
+    from conftest import make_bucket
+
+    import cdseg.storage as storage
+
+    make_bucket(s3_server, "ckpts")
+    storage.configure(storage.StorageConfig(endpoint_url=s3_server))
+    model = tiny_model(heads=[2])
+    good = save_model(model, "s3://ckpts/good", CARD)
+    assert load_model(good)[1]["sha256"] == read_card(good)["sha256"]
+    save_model(model, tmp_path / "m", CARD)
+    for name in (WEIGHTS_NAME, CARD_NAME):  # uploaded by hand: plain objects, no storage manifest
+        storage.write_bytes(f"s3://ckpts/by-hand/{name}", (tmp_path / "m" / name).read_bytes())
+    with pytest.raises(CheckpointError, match=r"s3://ckpts/by-hand cannot be read as a checkpoint folder .*not a "
+                                              r"committed folder"):
+        load_model("s3://ckpts/by-hand")

@@ -36,3 +36,23 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "minio:9000" in err[0]
+
+
+def test_bench_storage_interleaves_sides_round_by_round(aws_env: None, moto_endpoint: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import cdseg.bench.storage as bench_storage
+    from cdseg.bench.timing import interleave
+
+    seen: list[tuple[int, str]] = []
+
+    def spy(variants, rounds, **kw):  # noqa: ANN001, ANN003, ANN202
+        t = interleave(variants, rounds, **kw)
+        seen.extend(t.order)
+        return t
+
+    monkeypatch.setattr(bench_storage, "interleave", spy)
+    result = run_bench_storage(BenchStorageConfig(size_mb=1, repeats=2, endpoint_url=moto_endpoint,
+                                                  output=str(tmp_path / "b.json"), work_dir=str(tmp_path / "work")))
+    assert seen == [(0, "boto3_upload"), (0, "layer_upload"), (0, "boto3_download"), (0, "layer_download"),
+                    (1, "layer_upload"), (1, "boto3_upload"), (1, "layer_download"), (1, "boto3_download")]
+    assert result["ratio_upload_rounds"]["rounds"] == 2 and len(result["cpu_seconds"]["layer_download"]) == 2

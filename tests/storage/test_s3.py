@@ -231,3 +231,91 @@ def test_bucket_root_is_not_an_object(s3: dict[str, Any]) -> None:
     assert "names a bucket" in _error(storage.read_bytes, f"s3://{BUCKET}")
     with pytest.raises(StorageError, match="bucket root"), storage.staged_dir(f"s3://{BUCKET}"):
         pass
+
+
+@pytest.mark.parametrize("how", ["edited", "bit-rot"])
+def test_cached_object_is_verified_by_checksum_not_size(s3: dict[str, Any], tmp_path: Path, how: str) -> None:
+    from cdseg.storage import cache
+
+    uri = storage.join(s3["root"], "ds")
+    files = _fake_dataset(tmp_path / "src")
+    storage.upload_dir(tmp_path / "src", uri)
+    first = storage.local_dir(uri)
+    rel = "patches/scene1/p002.npy"
+    obj = next(p for p in (s3["cache"] / "objects").rglob("*") if p.is_file() and p.read_bytes() == files[rel])
+    obj.chmod(0o644)
+    rotten = bytearray(obj.read_bytes())
+    rotten[100] ^= 0x01  # same size, one bit flipped
+    obj.write_bytes(bytes(rotten))
+    if how == "bit-rot":
+        cache._verified.clear()  # a new process: nothing was hashed yet (bit rot keeps the file's mtime)
+    again = storage.local_dir(uri)
+    assert (again / rel).read_bytes() == files[rel]  # fetched again, not the rotten copy
+    assert all((again / r).read_bytes() == data for r, data in files.items())
+    assert storage.local_file(storage.join(uri, rel)).read_bytes() == files[rel]
+    assert first == again  # the same cache folder, rebuilt from the good object
+
+
+def test_remove_dir_uncommits_then_deletes_only_its_files(s3: dict[str, Any], tmp_path: Path) -> None:
+    uri = storage.join(s3["root"], "resume", "it-1")
+    _fake_dataset(tmp_path / "src")
+    storage.upload_dir(tmp_path / "src", uri)
+    s3["client"].put_object(Bucket=BUCKET, Key=_key(uri) + "/not-ours.txt", Body=b"x")  # not in the manifest
+    storage.remove_dir(uri)
+    assert not storage.exists(uri)
+    keys = [o["Key"] for o in s3["client"].list_objects_v2(Bucket=BUCKET, Prefix=_key(uri) + "/").get("Contents", [])]
+    assert keys == [_key(uri) + "/not-ours.txt"]
+    storage.remove_dir(uri)  # absent is fine
+    with pytest.raises(StorageError, match="bucket root"):
+        storage.remove_dir(f"s3://{BUCKET}")
+
+
+def test_download_cache_is_capped_by_last_use(s3: dict[str, Any], tmp_path: Path) -> None:
+    import time
+
+    from .conftest import configure as configure_store
+
+    configure_store(s3["proxy"].url, s3["cache"], cache_max_gb=20e-6)  # 20 kB: one fake dataset fits, two do not
+    a, b = storage.join(s3["root"], "a"), storage.join(s3["root"], "b")
+    files_a, files_b = _fake_dataset(tmp_path / "a"), _fake_dataset(tmp_path / "b")
+    storage.upload_dir(tmp_path / "a", a)
+    storage.upload_dir(tmp_path / "b", b)
+    folder_a = storage.local_dir(a)
+
+    def objects() -> list[Path]:
+        return [p for p in (s3["cache"] / "objects").rglob("*") if p.is_file()]
+
+    storage.local_dir(b)  # over the cap, but a was used a moment ago: another process may be reading it
+    assert folder_a.is_dir() and len(objects()) == len(set(files_a.values()) | set(files_b.values()))
+    old = time.time() - 7200
+    for path in objects():
+        if any(path.read_bytes() == data for data in files_a.values()) and path.stat().st_size:
+            os.utime(path, (old, path.stat().st_mtime))  # a's files last used two hours ago
+    storage.local_file(storage.join(b, "patches/scene0/p000.npy"))  # cached already: nothing downloaded, no pruning
+    assert folder_a.is_dir()
+    storage.write_bytes(storage.join(s3["root"], "c.bin"), b"c" * 100)
+    storage.local_file(storage.join(s3["root"], "c.bin"))  # a download: the cache is pruned
+    assert not folder_a.exists()  # its objects were evicted, so the folder built from them went too
+    assert sum(p.stat().st_size for p in objects()) <= 20_000
+    again = storage.local_dir(a)  # fetched again when needed
+    assert all((again / rel).read_bytes() == data for rel, data in files_a.items())
+    assert all((storage.local_dir(b) / rel).read_bytes() == data for rel, data in files_b.items())
+
+
+def test_remote_lease_is_exclusive_renewed_and_taken_over_when_expired(s3: dict[str, Any]) -> None:
+    import time
+
+    from cdseg.storage.lease import LeaseHeld
+
+    out = storage.join(s3["root"], "run", "step-0")
+    with storage.remote_lease(out, ttl_s=1.5):
+        time.sleep(2)  # past the first time to live: renewed meanwhile
+        busy = rf"--output {out} is in use by another cdseg run \(host .+, pid {os.getpid()}"
+        with pytest.raises(LeaseHeld, match=busy), storage.remote_lease(out):
+            pass
+    assert not storage.exists(storage.join(out, "_cdseg_lease.json"))
+    storage.write_bytes(storage.join(out, "_cdseg_lease.json"),
+                        json.dumps({"host": "gone", "pid": 1, "expires": time.time() - 5}).encode())
+    with storage.remote_lease(out):  # a crashed holder: taken over
+        info = json.loads(storage.read_bytes(storage.join(out, "_cdseg_lease.json")))
+        assert info["pid"] == os.getpid()

@@ -44,3 +44,42 @@ def test_s3_output_chain_and_resume_from_bucket(prepared_dataset: Path, bucket: 
 
     uri1 = run_train(tiny_cfg(prepared_dataset, bucket["root"], method="mib", task__step=1, **common))  # type: ignore[arg-type]
     assert json.loads(storage.read_text(f"{uri1}/model.json"))["step"] == 1
+
+
+def test_old_remote_resume_states_are_pruned(prepared_dataset: Path, bucket: dict[str, str]) -> None:
+    import cdseg.storage as storage
+    from cdseg.train import run_train
+
+    common = {"storage__endpoint_url": bucket["endpoint"], "storage__cache_dir": bucket["cache"],
+              "trainer__epochs": 4}
+    run_train(tiny_cfg(prepared_dataset, bucket["root"], method="mib", task__step=0, **common))  # type: ignore[arg-type]
+    resume = f"{bucket['root']}/step-0/resume"
+    # four epochs of 2 iterations wrote it-2, it-4, it-6 and it-8; the newest two are kept, whole
+    assert storage.list_dir(resume) == ["it-000000006", "it-000000008"]
+    for name in storage.list_dir(resume):
+        assert storage.exists(f"{resume}/{name}/state.pt")
+
+
+def test_a_remote_output_has_one_owner(prepared_dataset: Path, bucket: dict[str, str], capsys) -> None:
+    import os
+    import time
+
+    import cdseg.storage as storage
+    from cdseg.cli.main import main
+    from cdseg.train import run_train
+    from train._util import cli_args, tiny_cli
+
+    common = {"storage__endpoint_url": bucket["endpoint"], "storage__cache_dir": bucket["cache"], "trainer__epochs": 1}
+    storage.configure(storage.StorageConfig(endpoint_url=bucket["endpoint"], cache_dir=bucket["cache"]))
+    step = f"{bucket['root']}/step-0"
+    with storage.remote_lease(step, ttl_s=60):  # another pod's run, e.g. on another node
+        rc = main(["train", *cli_args(tiny_cli(prepared_dataset, bucket["root"], task__step=0, **common))])  # type: ignore[arg-type]
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cdseg train:")]
+        assert rc == 2 and len(err) == 1, err
+        assert f"--output {step} is in use by another cdseg run" in err[0] and f"pid {os.getpid()}," in err[0]
+    assert not storage.exists(f"{step}/_cdseg_lease.json")  # released
+    # a crashed holder's lease expires and is taken over
+    storage.write_bytes(f"{step}/_cdseg_lease.json", json.dumps({"host": "gone", "pid": 1, "started": "x",
+                                                                 "expires": time.time() - 1}).encode())
+    run_train(tiny_cfg(prepared_dataset, bucket["root"], method="mib", task__step=0, **common))  # type: ignore[arg-type]
+    assert storage.exists(f"{step}/model") and not storage.exists(f"{step}/_cdseg_lease.json")

@@ -1,0 +1,73 @@
+"""What `prepare` may write over: never its own input, and with --overwrite only a prepared dataset.
+
+An output that is, contains or lies inside the input would delete (or be indexed as part of) the
+release; anything at the output that is not a prepared dataset (recognised by its manifest's
+`format`) belongs to someone else. Both are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+
+from cdseg.data.uris import is_remote, read_text
+from cdseg.errors import DataError
+
+
+def _parts(uri: str) -> tuple[str, ...]:
+    """A comparable form of `uri`: the resolved local path's parts, or (store, bucket, key parts)."""
+    text = str(uri)
+    if is_remote(text):
+        rest = text.split("://", 1)[1]
+        return ("<object store>", *PurePosixPath("/" + rest).parts[1:])  # s3:// and minio:// may be the same store
+    path = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+    return path.resolve(strict=False).parts
+
+
+def check_not_overlapping(input_uri: str, output_uri: str) -> None:
+    """Refuse an output that is, contains or is inside the input (it would delete or pollute the release)."""
+    src, dst = _parts(input_uri), _parts(output_uri)
+    if src == dst:
+        how = "is"
+    elif dst == src[: len(dst)]:
+        how = "contains"
+    elif src == dst[: len(src)]:
+        how = "is inside"
+    else:
+        return
+    raise DataError(f"--output {output_uri} {how} the --input {input_uri}; the release must never be written to or "
+                    "replaced: choose an --output outside the input")
+
+
+def check_output_kind(output_uri: str) -> None:
+    """Refuse a local --output that is a file, or whose nearest existing parent is not a folder."""
+    if is_remote(str(output_uri)):
+        return
+    path = Path(str(output_uri).removeprefix("file://")).expanduser()
+    if path.is_file():
+        raise DataError(f"--output {output_uri} is a file; pass a folder path (a prepared dataset is a folder)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"--output {output_uri} lies under {parent}, which is a file; choose another --output")
+            return
+
+
+def is_prepared_dataset(manifest_text: str | None, format_name: str) -> bool:
+    """Whether a manifest's text is a cdseg prepared dataset's (of any version)."""
+    if manifest_text is None:
+        return False
+    try:
+        manifest = json.loads(manifest_text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == format_name
+
+
+def check_replaceable(output_uri: str, manifest_uri: str, format_name: str) -> None:
+    """Refuse to --overwrite an existing output that is not a prepared dataset."""
+    if is_prepared_dataset(read_text(manifest_uri), format_name):
+        return
+    raise DataError(f"--output {output_uri} exists and is not a cdseg prepared dataset (no valid "
+                    f"{PurePosixPath(manifest_uri).name} of format {format_name}); --overwrite replaces only prepared "
+                    "datasets: choose another --output or remove it yourself")
