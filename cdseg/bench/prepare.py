@@ -1,18 +1,24 @@
-"""`cdseg bench prepare`: prepare throughput against a file-copy ceiling, and Dataset patches/s.
+"""`cdseg bench prepare`: prepare against its own CPU bound and against GDAL doing the same I/O; Dataset patches/s.
 
-The ceiling is measured in the same run on the same files: read the input files `prepare` reads and
-write as many bytes as `prepare` wrote, with plain buffered file I/O and the same number of processes.
-Both make their output files durable (fsync), as an atomic commit must before the rename.
-The figure of merit is ceiling time / prepare time (1.0 = prepare is as fast as copying its bytes): of the
-best times, and the median over repeats of back-to-back pairs (robust to a shared machine's load).
+Every round runs, per worker count and interleaved (cdseg.bench.timing, so a shared machine's load moves
+them alike): `prepare`; a file-copy ceiling (read the input files prepare reads, write as many bytes as it
+wrote, plain buffered I/O, fsync, same process count); and `gdal_translate` writing the same tiled,
+band-interleaved layout from the same inputs (image, and the label's first band), same process count,
+fsync (Debian's gdal-bin; skipped, with the reason, where the binary is absent).
 
-Two more figures say where the time goes: the CPU seconds prepare spends with one worker (user + system,
-all its threads; divided by the core count it is the best wall time any scheduling could reach), and the
-time to sha256 the output files once (one thread), which the manifest's checksums cost at the least.
+Figures per worker count, medians over rounds of per-round ratios:
+- scheduling efficiency = CPU bound / prepare time (target >= 0.9), the CPU bound being the CPU seconds
+  prepare spends with one worker (user + system, all threads; its helper threads already use more than one
+  core) spread over all the machine's cores: the wall time a perfect schedule of the same work would take;
+- prepare / gdal_translate time (target <= 1.5, prepare also converting labels, computing statistics
+  and hashing);
+- ceiling / prepare time (1.0 = as fast as copying its bytes; on 2 cores prepare's CPU work keeps it far
+  below, so it is context, not a target), and the time to sha256 the outputs once (one thread).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing
@@ -20,14 +26,17 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from cdseg.bench.timing import interleave, summarise
 from cdseg.config import Section
 from cdseg.utils.hashing import sha256_file
 
@@ -43,7 +52,7 @@ class BenchPrepareConfig(Section):
     workers: list[int] = Field([1, 2], description="worker process counts to measure")
     patch_size: int = Field(512, description="prepare patch size and Dataset crop size in pixels")
     samples: int = Field(200, description="patches drawn from the training Dataset for the patches/s figure")
-    repeats: int = Field(1, description="timed runs per setting (the best is reported)")
+    repeats: int = Field(3, description="interleaved rounds (prepare, ceiling and gdal_translate once each per round)")
     compress: Literal["none", "lzw", "deflate", "zstd"] = Field("none", description="GeoTIFF compression passed to prepare")
     work_dir: str | None = Field(None, description="scratch folder (default: a temporary folder, removed after)")
     output: str = Field("bench-prepare.json", description="JSON file for the results")
@@ -189,6 +198,47 @@ def _format_reads(dataset_dir: Path, work: Path, patch: int, samples: int) -> li
     return out
 
 
+def _gdal_job(args: tuple[str, str, list[str]]) -> float:
+    """gdal_translate one input to `dst` with `options`, fsync the result; returns that child's CPU seconds."""
+    src, dst, options = args
+    proc = subprocess.Popen(["gdal_translate", "-q", *options, src, dst], stdout=subprocess.DEVNULL)
+    _, status, use = os.wait4(proc.pid, 0)  # this child's own usage (RUSAGE_CHILDREN would mix concurrent ones)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args)
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return use.ru_utime + use.ru_stime
+
+
+def gdal_jobs(inputs: dict[str, list[str]], out: Path, block: int, compress: str) -> list[tuple[str, str, list[str]]]:
+    """gdal_translate jobs writing prepare's layout (tiled, band-interleaved) from the same inputs."""
+    opts = ["-of", "GTiff", "-co", "TILED=YES", "-co", f"BLOCKXSIZE={block}", "-co", f"BLOCKYSIZE={block}",
+            "-co", "INTERLEAVE=BAND", "-co", "BIGTIFF=IF_SAFER"]
+    if compress != "none":
+        opts += ["-co", f"COMPRESS={compress.upper()}"]
+    jobs = []
+    for scene, (image, label) in inputs.items():
+        jobs.append((image, str(out / f"{scene}-image.tif"), opts))
+        jobs.append((label, str(out / f"{scene}-label.tif"), [*opts, "-b", "1"]))  # labels: one band out
+    return jobs
+
+
+def _gdal(jobs: list[tuple[str, str, list[str]]], workers: int) -> float:
+    """Run the jobs `workers` at a time (threads waiting on child processes); returns their CPU seconds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return sum(pool.map(_gdal_job, jobs))
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def run_bench_prepare(cfg: BenchPrepareConfig) -> dict[str, Any]:
     """Run the benchmark; returns (and writes to `cfg.output`) the results."""
     from cdseg.data import isprs
@@ -199,6 +249,7 @@ def run_bench_prepare(cfg: BenchPrepareConfig) -> dict[str, Any]:
     own = cfg.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="cdseg-bench-")) if own else Path(cfg.work_dir)  # type: ignore[arg-type]
     work.mkdir(parents=True, exist_ok=True)
+    gdal = shutil.which("gdal_translate")
     try:
         release = work / "release"
         start = time.perf_counter()
@@ -211,45 +262,78 @@ def run_bench_prepare(cfg: BenchPrepareConfig) -> dict[str, Any]:
         inputs = {s: [str(release / isprs.POTSDAM_PRODUCTS["RGBIR"][0] / isprs.image_name("potsdam", s, "RGBIR")),
                       str(release / isprs.POTSDAM_LABELS / isprs.label_name("potsdam", s))] for s in ids}
         in_bytes = sum(os.path.getsize(p) for paths in inputs.values() for p in paths)
+        cpu: dict[int, list[float]] = {w: [] for w in cfg.workers}
+        gdal_cpu: dict[int, list[float]] = {w: [] for w in cfg.workers}
+        sizes: dict[int, dict[str, int]] = {}
+
+        def prepare(workers: int, r: int) -> None:
+            out = work / f"prepared-{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            cpu_start = _cpu_s()
+            run_prepare(PrepareConfig(input=str(release), output=str(out), patch_size=cfg.patch_size,
+                                      workers=workers, val_count=0, compress=cfg.compress))
+            cpu[workers].append(_cpu_s() - cpu_start)  # pool processes are not counted: used for 1 worker only
+            per_scene = {s: sum(os.path.getsize(out / d / f"{s}.tif") for d in ("images", "labels")) for s in ids}
+            per_scene[""] = _dir_bytes(out) - sum(per_scene.values())  # manifest, config: added to the first scene
+            sizes[workers] = per_scene
+
+        def ceiling(workers: int, r: int) -> None:
+            per_scene = sizes[workers]
+            jobs = [(inputs[s], per_scene[s] + (per_scene[""] if i == 0 else 0), str(work / "ceiling" / s))
+                    for i, s in enumerate(ids)]
+            _ceiling(jobs, workers)
+
+        def translate(workers: int, r: int) -> None:
+            gdal_cpu[workers].append(_gdal(gdal_jobs(inputs, work / "gdal", 256, cfg.compress), workers))
+
+        def before(name: str, r: int) -> None:  # untimed: clean output folders
+            for d in ("ceiling", "gdal"):
+                shutil.rmtree(work / d, ignore_errors=True)
+                (work / d).mkdir()
+
+        variants: dict[str, Callable[[int], Any]] = {}
+        for w in cfg.workers:
+            variants[f"prepare-{w}"] = functools.partial(prepare, w)
+            variants[f"ceiling-{w}"] = functools.partial(ceiling, w)
+            if gdal:
+                variants[f"gdal-{w}"] = functools.partial(translate, w)
+        timings = interleave(variants, cfg.repeats, before=before)
+        for d in ("ceiling", "gdal"):
+            shutil.rmtree(work / d, ignore_errors=True)
         rows = []
+        cores = os.cpu_count() or 1
         for workers in cfg.workers:
-            best_prep = best_ceil = float("inf")
-            ratios, cpu = [], []
-            for _ in range(cfg.repeats):
-                out = work / f"prepared-{workers}"
-                shutil.rmtree(out, ignore_errors=True)
-                start, cpu_start = time.perf_counter(), _cpu_s()
-                run_prepare(PrepareConfig(input=str(release), output=str(out), patch_size=cfg.patch_size,
-                                          workers=workers, val_count=0, compress=cfg.compress))
-                prep_s = time.perf_counter() - start
-                cpu.append(_cpu_s() - cpu_start)  # pool processes are not counted: used for 1 worker only
-                best_prep = min(best_prep, prep_s)
-                per_scene = {s: sum(os.path.getsize(out / d / f"{s}.tif") for d in ("images", "labels")) for s in ids}
-                extra = _dir_bytes(out) - sum(per_scene.values())
-                ceil_dir = work / "ceiling"
-                shutil.rmtree(ceil_dir, ignore_errors=True)
-                ceil_dir.mkdir()
-                jobs = [(inputs[s], per_scene[s] + (extra if i == 0 else 0), str(ceil_dir / s)) for i, s in enumerate(ids)]
-                ceil_s = _ceiling(jobs, workers)  # right after prepare: both see the same machine load
-                best_ceil = min(best_ceil, ceil_s)
-                ratios.append(ceil_s / prep_s)
-                shutil.rmtree(ceil_dir)
+            prep, ceil = f"prepare-{workers}", f"ceiling-{workers}"
+            prep_s, ceil_s = timings.median(prep), timings.median(ceil)
             out_bytes = _dir_bytes(work / f"prepared-{workers}")
-            cpu_s = min(cpu) if workers == 1 else None
+            one_cpu = _median(cpu[1]) if 1 in cpu else None
+            spread = cores  # one worker's helper threads already run on several cores
+            bound = [c / spread / t for c, t in zip(cpu[1], timings.times[prep], strict=True)] if one_cpu else []
             sha_s = _sha256_s([work / f"prepared-{workers}" / d / f"{s}.tif" for s in ids for d in ("images", "labels")])
-            rows.append({"workers": workers, "prepare_s": best_prep, "ceiling_s": best_ceil,
-                         "prepare_MBps": (in_bytes + out_bytes) / best_prep / 1e6,
-                         "ceiling_MBps": (in_bytes + out_bytes) / best_ceil / 1e6,
-                         "ratio": best_ceil / best_prep, "ratio_median": statistics.median(ratios),
-                         "input_bytes": in_bytes, "output_bytes": out_bytes,
-                         "prepare_cpu_s": cpu_s, "sha256_s": sha_s,
-                         # the best ratio any scheduling of prepare's work on this machine's cores could reach
-                         "cpu_bound_ratio": best_ceil / (cpu_s / (os.cpu_count() or 1)) if cpu_s else None})
+            row: dict[str, Any] = {
+                "workers": workers, "prepare_s": prep_s, "ceiling_s": ceil_s,
+                "prepare_MBps": (in_bytes + out_bytes) / prep_s / 1e6,
+                "ceiling_MBps": (in_bytes + out_bytes) / ceil_s / 1e6,
+                "ratio": timings.best(ceil) / timings.best(prep),
+                "ceiling_over_prepare": timings.ratio(ceil, prep).as_dict(),
+                "input_bytes": in_bytes, "output_bytes": out_bytes,
+                "prepare_cpu_s": _median(cpu[workers]) if workers == 1 else None,
+                "cpu_bound_s": one_cpu / spread if one_cpu else None,
+                # CPU bound / wall time, round by round (1.0: prepare's CPU work kept `spread` cores busy)
+                "scheduling_efficiency": summarise(bound).as_dict() if bound else None,
+                "sha256_s": sha_s}
+            if gdal:
+                g = f"gdal-{workers}"
+                row |= {"gdal_s": timings.median(g), "gdal_cpu_s": _median(gdal_cpu[workers]),
+                        "prepare_over_gdal": timings.ratio(prep, g).as_dict()}
+            rows.append(row)
         rate = _loader_rate(work / f"prepared-{cfg.workers[0]}", cfg)
         formats = _format_reads(work / f"prepared-{cfg.workers[0]}", work, cfg.patch_size, cfg.samples)
         result = {"formats": formats, "scenes": cfg.scenes, "size": cfg.size, "synth_s_per_scene": None if synth_s is None else synth_s / cfg.scenes,
                   "prepare": rows, "loader_patches_per_s": rate, "loader_crop": cfg.patch_size,
-                  "cpu_count": os.cpu_count()}
+                  "cpu_count": os.cpu_count(), "rounds": cfg.repeats, "seconds": timings.times,
+                  "gdal": gdal or "gdal_translate not found (install Debian's gdal-bin): no GDAL comparison",
+                  "targets": {"scheduling_efficiency": 0.9, "prepare_over_gdal": 1.5}}
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
@@ -257,21 +341,27 @@ def run_bench_prepare(cfg: BenchPrepareConfig) -> dict[str, Any]:
     return result
 
 
+def _r(ratio: dict[str, float] | None) -> str:
+    return f"{ratio['median']:.2f} [{ratio['q1']:.2f}-{ratio['q3']:.2f}]" if ratio else "-"
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """The results as a plain-text table."""
+    """The results as a plain-text table (ratios: median over interleaved rounds [quartiles])."""
     synth = result["synth_s_per_scene"]
     made = "reused from --work-dir" if synth is None else f"synth {synth:.1f} s/scene, 2 processes"
-    lines = [f"prepare: {result['scenes']} generated scene(s) of {result['size']} px, RGBIR + labels ({made})",
-             f"{'workers':>7} {'prepare s':>10} {'ceiling s':>10} {'prepare MB/s':>13} {'ceiling MB/s':>13} {'ratio':>6} "
-             f"{'median ratio':>13}"]
+    lines = [f"prepare: {result['scenes']} generated scene(s) of {result['size']} px, RGBIR + labels ({made}); "
+             f"{result['rounds']} interleaved rounds on {result['cpu_count']} cores; median s, ratios median [quartiles]",
+             f"{'workers':>7} {'prepare s':>10} {'CPU bound s':>12} {'sched. eff.':>18} {'gdal s':>7} "
+             f"{'prepare/gdal':>18} {'ceiling s':>10} {'ceiling/prepare':>18} {'sha256 s':>9}"]
     for r in result["prepare"]:
-        lines.append(f"{r['workers']:>7} {r['prepare_s']:>10.2f} {r['ceiling_s']:>10.2f} {r['prepare_MBps']:>13.1f} "
-                     f"{r['ceiling_MBps']:>13.1f} {r['ratio']:>6.2f} {r['ratio_median']:>13.2f}")
-    for r in result["prepare"]:
-        if r.get("prepare_cpu_s"):
-            lines.append(f"1 worker: {r['prepare_cpu_s']:.2f} CPU-s (user+sys, all threads) on {result['cpu_count']} cores: "
-                         f"best reachable ratio {r['cpu_bound_ratio']:.2f}; sha256 of the outputs alone "
-                         f"{r['sha256_s']:.2f} s = {r['sha256_s'] / r['ceiling_s']:.2f}x the ceiling's time")
+        bound = f"{r['cpu_bound_s']:.2f}" if r.get("cpu_bound_s") else "-"
+        gdal = f"{r['gdal_s']:.2f}" if r.get("gdal_s") else "-"
+        lines.append(f"{r['workers']:>7} {r['prepare_s']:>10.2f} {bound:>12} {_r(r['scheduling_efficiency']):>18} "
+                     f"{gdal:>7} {_r(r.get('prepare_over_gdal')):>18} {r['ceiling_s']:>10.2f} "
+                     f"{_r(r['ceiling_over_prepare']):>18} {r['sha256_s']:>9.2f}")
+    lines.append("targets: scheduling efficiency (CPU bound / prepare) >= 0.9; prepare / gdal_translate <= 1.5")
+    if not str(result["gdal"]).startswith("/"):
+        lines.append(str(result["gdal"]))
     lines.append(f"{'format (random ' + str(result['loader_crop']) + ' px patch reads)':<40} {'patches/s':>10} {'MB':>8}")
     for r in result.get("formats", []):
         lines.append(f"{r['format']:<40} {r['patches_per_s']:>10.1f} {r['bytes'] / 1e6:>8.1f}")

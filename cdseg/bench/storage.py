@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import Field
 
+from cdseg.bench.timing import interleave
 from cdseg.config import Section
 from cdseg.errors import MissingDependencyError, UserError
 
@@ -39,7 +40,8 @@ class BenchStorageConfig(Section):
     """Options of `cdseg bench storage`."""
 
     size_mb: int = Field(default=500, ge=1, description="size of the checkpoint-like object (MB, 10^6 bytes)")
-    repeats: int = Field(default=1, ge=1, description="timed runs per transfer (the best is reported)")
+    repeats: int = Field(default=1, ge=1, description="interleaved rounds (each transfer once per round; the best "
+                         "and the per-round ratios are reported)")
     endpoint_url: str | None = Field(
        default=None, description="S3 endpoint to measure against (default: a moto server started on 127.0.0.1)"
     )
@@ -112,14 +114,6 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed(fn: Callable[[], Any], cpu: list[float]) -> float:
-    cpu_start, start = _cpu(), time.perf_counter()
-    fn()
-    elapsed = time.perf_counter() - start
-    cpu.append(_cpu() - cpu_start)
-    return elapsed
-
-
 def run_bench_storage(cfg: BenchStorageConfig) -> dict[str, Any]:
     """Measure upload and download, layer vs plain boto3; return the figures (also written to `cfg.output`)."""
     import boto3  # the plain baseline; the layer's own boto3 use stays in cdseg.storage.s3
@@ -152,43 +146,59 @@ def run_bench_storage(cfg: BenchStorageConfig) -> dict[str, Any]:
             source.mkdir(exist_ok=True)
             _write_random(source / "model.safetensors", size)
             tconf = transfer_config(scfg)
-            times: dict[str, list[float]] = {"boto3_upload": [], "layer_upload": [], "boto3_download": [],
-                                             "layer_download": []}
-            cpu_times: dict[str, list[float]] = {k: [] for k in times}
+            names = ("boto3_upload", "layer_upload", "boto3_download", "layer_download")
+            cpu_times: dict[str, list[float]] = {k: [] for k in names}
             # Warm both sides (clients, connection pools, transfer threads) outside the timings.
             storage.write_bytes(f"s3://{cfg.bucket}/bench/warm-layer", b"warm")
             storage.read_bytes(f"s3://{cfg.bucket}/bench/warm-layer")
             plain.put_object(Bucket=cfg.bucket, Key="bench/warm-boto3", Body=b"warm")
             plain.get_object(Bucket=cfg.bucket, Key="bench/warm-boto3")["Body"].read()
             target = work / "boto3-download.bin"
-            for rep in range(cfg.repeats):
-                key = f"bench/boto3-{rep}/model.safetensors"
-                uri = f"s3://{cfg.bucket}/bench/layer-{rep}"
-                runs: dict[str, Callable[[], Any]] = {
-                    "boto3_upload": functools.partial(
-                        plain.upload_file, str(source / "model.safetensors"), cfg.bucket, key, Config=tconf),
-                    "layer_upload": functools.partial(storage.upload_dir, str(source), uri, replace=True),
-                    "boto3_download": functools.partial(plain.download_file, cfg.bucket, key, str(target), Config=tconf),
-                    "layer_download": functools.partial(storage.local_dir, uri),
-                }
-                order = ["boto3", "layer"] if rep % 2 == 0 else ["layer", "boto3"]  # no side always goes first
-                for direction in ("upload", "download"):
-                    for side in order:
-                        if side == "layer":
-                            shutil.rmtree(work / "cache", ignore_errors=True)  # cold cache: it really downloads
-                        else:
-                            target.unlink(missing_ok=True)
-                        name = f"{side}_{direction}"
-                        times[name].append(_timed(runs[name], cpu_times[name]))
-                        _flush(work)  # untimed: our dirty pages must not be written back during the next timing
-                got = storage.local_dir(uri) / "model.safetensors"
+            key = functools.partial("bench/boto3-{}/model.safetensors".format)
+            uri = functools.partial(f"s3://{cfg.bucket}/bench/layer-{{}}".format)
+
+            variants: dict[str, Callable[[int], Any]] = {
+                "boto3_upload": lambda r: plain.upload_file(str(source / "model.safetensors"), cfg.bucket, key(r),
+                                                            Config=tconf),
+                "layer_upload": lambda r: storage.upload_dir(str(source), uri(r), replace=True),
+                "boto3_download": lambda r: plain.download_file(cfg.bucket, key(r), str(target), Config=tconf),
+                "layer_download": lambda r: storage.local_dir(uri(r)),
+            }
+
+            def cpu_timed(name: str, fn: Callable[[int], Any]) -> Callable[[int], Any]:
+                def run(r: int) -> None:
+                    cpu_start = _cpu()
+                    fn(r)
+                    cpu_times[name].append(_cpu() - cpu_start)
+                return run
+
+            variants = {k: cpu_timed(k, v) for k, v in variants.items()}
+
+            def order(r: int) -> list[str]:
+                sides = ["boto3", "layer"] if r % 2 == 0 else ["layer", "boto3"]  # no side always goes first
+                return [f"{side}_{d}" for d in ("upload", "download") for side in sides]  # downloads need uploads
+
+            def before(name: str, r: int) -> None:
+                if name == "layer_download":
+                    shutil.rmtree(work / "cache", ignore_errors=True)  # cold cache: it really downloads
+                elif name == "boto3_download":
+                    target.unlink(missing_ok=True)
+
+            def after(name: str, r: int) -> None:
+                _flush(work)  # untimed: our dirty pages must not be written back during the next timing
+                if name != order(r)[-1]:
+                    return
+                got = storage.local_dir(uri(r)) / "model.safetensors"
                 if got.stat().st_size != size or target.stat().st_size != size:
                     raise RuntimeError(f"a download has the wrong size (expected {size} bytes)")
                 shutil.rmtree(work / "cache", ignore_errors=True)
                 target.unlink(missing_ok=True)
-                plain.delete_object(Bucket=cfg.bucket, Key=key)
-                keys = [{"Key": f"bench/layer-{rep}/{n}"} for n in ("model.safetensors", storage.MANIFEST_NAME)]
+                plain.delete_object(Bucket=cfg.bucket, Key=key(r))
+                keys = [{"Key": f"bench/layer-{r}/{n}"} for n in ("model.safetensors", storage.MANIFEST_NAME)]
                 plain.delete_objects(Bucket=cfg.bucket, Delete={"Objects": keys})
+
+            timings = interleave(variants, cfg.repeats, order=order, before=before, after=after)
+            times = timings.times
     finally:
         storage.configure(previous)
         for k in added:
@@ -207,6 +217,8 @@ def run_bench_storage(cfg: BenchStorageConfig) -> dict[str, Any]:
         "cpu_seconds": cpu_times,
         "pair_ratios_upload": [b / x for b, x in zip(times["boto3_upload"], times["layer_upload"], strict=True)],
         "pair_ratios_download": [b / x for b, x in zip(times["boto3_download"], times["layer_download"], strict=True)],
+        "ratio_upload_rounds": timings.ratio("boto3_upload", "layer_upload").as_dict(),
+        "ratio_download_rounds": timings.ratio("boto3_download", "layer_download").as_dict(),
         "mb_per_s": {k: size / _MB / v for k, v in best.items()},
         "ratio_upload": best["boto3_upload"] / best["layer_upload"],
         "ratio_download": best["boto3_download"] / best["layer_download"],

@@ -12,15 +12,19 @@ original's two separate student forwards, to show what the single concatenated f
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import statistics
-import time
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
+from cdseg.bench.timing import Timings, interleave, summarise
 from cdseg.config.base import Section
 
 log = logging.getLogger(__name__)
@@ -40,18 +44,29 @@ class BenchTrainConfig(Section):
     batch_size: int = Field(4, ge=1, description="images per iteration")
     bands: int = Field(3, ge=1, le=5, description="input bands")
     heads: list[int] = Field([3, 2], description="outputs per head of the step (default: 222a step 1)")
-    iters: int = Field(10, ge=1, description="timed iterations per method")
-    warmup: int = Field(2, ge=0, description="untimed iterations first")
+    iters: int = Field(10, ge=1, description="timed rounds (one iteration of every norm/method per round, interleaved)")
+    warmup: int = Field(2, ge=0, description="untimed rounds first")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     amp: bool = Field(False, description="autocast on CUDA")
     amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="autocast dtype")
     channels_last: bool = Field(False, description="channels_last tensors and weights")
+    compile: Literal["off", "on", "both"] = Field("off", description="torch.compile the models: off, on, or both "
+                                                  "(each method eager and compiled, interleaved)")
     flops: bool = Field(True, description="count the FLOPs of one step (torch.utils.flop_counter)")
     peak_tflops: float = Field(0.0, ge=0, description="dense peak of the device in TFLOP/s for the utilisation "
                                "figure (0: looked up for known GPUs)")
     threads: int = Field(0, ge=0, description="CPU threads (0: torch's default)")
     seed: int = Field(0, description="seed of data and weights")
     output: str | None = Field(None, description="also write the figures as JSON to this file")
+    loader: bool = Field(False, description="also time the augmented training Dataset (one worker process's batch "
+                         "of --batch-size patches of --size px) interleaved with the steps, and report its headroom")
+    loader_data: str | None = Field(None, description="prepared dataset for --loader (default: one generated scene "
+                                    "of --loader-scene-size px, prepared in a temporary folder)")
+    loader_scene_size: int = Field(2048, ge=64, description="size of the generated scene for --loader (pixels)")
+    loader_workers: int = Field(0, ge=0, description="DataLoader workers per rank for the headroom figure "
+                                "(0: the training default, --data.workers)")
+    consume_images_per_s: float = Field(0.0, ge=0, description="images/s one device consumes, for the headroom "
+                                        "figure (0: this run's ft step rate of the first norm)")
 
 
 def _models(cfg: BenchTrainConfig, norm: str, device: torch.device) -> tuple[Any, Any]:
@@ -81,11 +96,14 @@ def _method_step(method: str, student: Any, teacher: Any, seed: int) -> Any:
                       single_forward=not two)
 
 
-def _setup(cfg: BenchTrainConfig, method: str, norm: str, device: torch.device) -> Any:
+def _setup(cfg: BenchTrainConfig, method: str, norm: str, device: torch.device, compiled: bool = False) -> Any:
     """A closure running one full training iteration of `method` (its own model, optimizer and batch)."""
     import contextlib
 
     student, teacher = _models(cfg, norm, device)
+    if compiled:
+        student.compile()
+        teacher.compile()
     step = _method_step(method, student, teacher, cfg.seed)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -116,51 +134,97 @@ def _setup(cfg: BenchTrainConfig, method: str, norm: str, device: torch.device) 
     return one
 
 
-def _time_all(cfg: BenchTrainConfig, norm: str, device: torch.device) -> list[dict[str, Any]]:
-    """Time every method on the same batch, interleaved (one iteration of each per round), so that a
-    machine shared with other work slows them alike; the median per method is reported."""
+def _time_all(cfg: BenchTrainConfig, device: torch.device,
+              extra: dict[str, Callable[[int], Any]] | None = None) -> tuple[list[dict[str, Any]], Timings]:
+    """Time every (norm, method) on the same batch, interleaved: one iteration of each per round, so a
+    machine shared with other work slows them alike; per-round ratios against ft of the same norm."""
     cuda = device.type == "cuda"
-    runs = {m: _setup(cfg, m, norm, device) for m in cfg.methods}
+    modes = {"off": [False], "on": [True], "both": [False, True]}[cfg.compile]
+    runs = {f"{norm}/{m}{'+compile' if c else ''}": _setup(cfg, m, norm, device, c)
+            for c in modes for norm in cfg.norms for m in cfg.methods}
     flops: dict[str, int] = {}
-    for method, one in runs.items():
-        for it in range(cfg.warmup):
-            one(it)
-        flops[method] = 0
-        if cfg.flops:
+    for name, one in runs.items():
+        flops[name] = flops.get(name.removesuffix("+compile"), 0)  # FLOPs are counted on the eager model
+        if name.endswith("+compile"):
+            for it in range(2):  # compile outside the timings (the warm-up rounds may be fewer)
+                one(it)
+        elif cfg.flops:
             from torch.utils.flop_counter import FlopCounterMode
 
             counter = FlopCounterMode(display=False)
             with counter:
-                one(cfg.warmup)
-            flops[method] = int(counter.get_total_flops())
-    times: dict[str, list[float]] = {m: [] for m in runs}
+                one(0)
+            flops[name] = int(counter.get_total_flops())
     peak_mem: dict[str, float] = {}
-    for it in range(cfg.iters):
-        for method, one in runs.items():
-            base = 0
-            if cuda:
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-                base = torch.cuda.memory_allocated(device)
-            t0 = time.perf_counter()
-            one(cfg.warmup + 1 + it)
-            if cuda:
-                torch.cuda.synchronize(device)
-                extra = (torch.cuda.max_memory_allocated(device) - base) / 2**30
-                peak_mem[method] = max(peak_mem.get(method, 0.0), extra)
-            times[method].append(time.perf_counter() - t0)
-    rows = []
-    for method in runs:
-        med = statistics.median(times[method])
-        row: dict[str, Any] = {"method": method, "norm": norm, "step_time_s": med, "step_time_min_s": min(times[method]),
-                               "images_per_s": cfg.batch_size / med, "flops_per_step": flops[method],
-                               "achieved_tflops": flops[method] / med / 1e12 if flops[method] else None}
+    base_mem = [0]
+
+    def before(name: str, r: int) -> None:
         if cuda:
-            # every method's models stay resident during the interleaved timing, so the figure is the memory
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base_mem[0] = torch.cuda.memory_allocated(device)
+
+    def after(name: str, r: int) -> None:
+        if cuda:
+            extra = (torch.cuda.max_memory_allocated(device) - base_mem[0]) / 2**30
+            peak_mem[name] = max(peak_mem.get(name, 0.0), extra)
+
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else None
+    variants: dict[str, Callable[[int], Any]] = {name: functools.partial(_iteration, one, cfg.warmup + 1) for name, one in runs.items()}
+    variants |= extra or {}
+    timings = interleave(variants, cfg.iters, warmup=cfg.warmup, sync=sync, before=before, after=after)
+    rows = []
+    for name in runs:  # the training variants (extra ones, e.g. the loader, are the caller's)
+        norm, method = name.split("/", 1)
+        suffix = "+compile" if method.endswith("+compile") else ""
+        method = method.removesuffix(suffix)
+        med = timings.median(name)
+        row: dict[str, Any] = {"method": method, "norm": norm, "compiled": bool(suffix), "step_time_s": med, "step_time_min_s": timings.best(name),
+                               "images_per_s": cfg.batch_size / med, "flops_per_step": flops[name],
+                               "achieved_tflops": flops[name] / med / 1e12 if flops[name] else None}
+        base = f"{norm}/ft{suffix}"
+        row["cpu_s"] = statistics.median(timings.cpu[name])
+        if base in runs:
+            row["ratio_to_ft"] = timings.ratio(name, base).as_dict()
+            # CPU seconds of this process: steadier than wall time on a loaded CPU-only machine
+            row["cpu_ratio_to_ft"] = timings.cpu_ratio(name, base).as_dict()
+        first = f"{cfg.norms[0]}/{method}{suffix}"
+        if norm != cfg.norms[0] and first in runs:
+            row[f"ratio_to_{cfg.norms[0]}"] = timings.ratio(name, first).as_dict()
+        if suffix and f"{norm}/{method}" in runs:
+            row["ratio_to_eager"] = timings.ratio(name, f"{norm}/{method}").as_dict()
+        if cuda:
+            # every variant's models stay resident during the interleaved timing, so the figure is the memory
             # one iteration adds on top of what was allocated before it (activations, gradients, workspace)
-            row["peak_memory_gib"] = peak_mem[method]
+            row["peak_memory_gib"] = peak_mem[name]
         rows.append(row)
-    return rows
+    return rows, timings
+
+
+def _iteration(one: Callable[[int], None], offset: int, r: int) -> None:
+    one(offset + r)
+
+
+def _loader_figures(cfg: BenchTrainConfig, timings: Timings, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Patches/s of one loader process, and what the default workers per rank feed against what one device eats."""
+    from cdseg.data.config import DataConfig
+
+    workers = cfg.loader_workers or DataConfig.model_fields["workers"].default
+    per_worker = [cfg.batch_size / t for t in timings.times["loader"]]
+    out: dict[str, Any] = {"patches_per_s_per_worker": summarise(per_worker).as_dict(), "workers": workers,
+                           "crop": cfg.size, "target_feed_over_consumption": 1.5}
+    if cfg.consume_images_per_s:
+        out["consumption"] = f"stated: {cfg.consume_images_per_s:g} images/s"
+        feed = [workers * rate / cfg.consume_images_per_s for rate in per_worker]
+    else:
+        ft = f"{cfg.norms[0]}/ft"
+        if ft not in timings.times:
+            raise ValueError("--loader needs ft among --methods or a stated --consume-images-per-s")
+        out["consumption"] = f"this run's {ft} step rate ({cfg.batch_size / timings.median(ft):.2f} images/s)"
+        # same batch size on both sides: the feed ratio is workers x step time / loader time, round by round
+        feed = [workers * s / t for s, t in zip(timings.times[ft], timings.times["loader"], strict=True)]
+    out["feed_over_consumption"] = summarise(feed).as_dict()
+    return out
 
 
 def _peak(cfg: BenchTrainConfig, device: torch.device) -> float | None:
@@ -182,32 +246,55 @@ def run_bench_train(cfg: BenchTrainConfig) -> dict[str, Any]:
     if cfg.amp and device.type != "cuda":
         log.warning("--amp is ignored on CPU")
     peak = _peak(cfg, device)
-    rows = []
-    for norm in cfg.norms:
-        for row in _time_all(cfg, norm, device):
-            if peak and row["achieved_tflops"]:
-                row["utilisation"] = row["achieved_tflops"] / peak
-            rows.append(row)
-            log.info("%s/%s: %.4fs per step", norm, row["method"], row["step_time_s"])
+    extra: dict[str, Callable[[int], Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="cdseg-bench-loader-") as tmp:
+        if cfg.loader:
+            from cdseg.bench.loader import LoaderProbe, make_prepared
+
+            data = cfg.loader_data or make_prepared(Path(tmp), cfg.loader_scene_size, cfg.size)
+            extra["loader"] = LoaderProbe(data, cfg.size, cfg.batch_size, cfg.seed)
+        rows, timings = _time_all(cfg, device, extra)
     for row in rows:
-        base = next((r for r in rows if r["norm"] == row["norm"] and r["method"] == "ft"), None)
-        row["ratio_to_ft"] = row["step_time_s"] / base["step_time_s"] if base else None
+        if peak and row["achieved_tflops"]:
+            row["utilisation"] = row["achieved_tflops"] / peak
+        log.info("%s/%s: %.4fs per step", row["norm"], row["method"], row["step_time_s"])
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     return {"device": device_name, "config": cfg.model_dump(mode="json"), "peak_tflops": peak, "results": rows,
+            "rounds": cfg.iters, "seconds": timings.times,
+            "loader": _loader_figures(cfg, timings, rows) if cfg.loader else None,
             "targets": {"mib/ft": 1.4, "mib-cd/ft": 2.5, "mib-cd/ft floor": 2.33}}
 
 
+def _ratio_text(ratio: dict[str, float] | None) -> str:
+    return f"{ratio['median']:.2f} [{ratio['q1']:.2f}-{ratio['q3']:.2f}]" if ratio else "-"
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table of the figures."""
-    lines = [f"device: {result['device']}",
-             f"{'norm':<6} {'method':<12} {'step s':>8} {'img/s':>8} {'x ft':>6} {'GFLOP':>8} {'TFLOP/s':>8} {'util':>6} {'step GiB':>8}"]
+    """A plain-text table of the figures (ratios: median over rounds [quartiles])."""
+    norms = result["config"]["norms"]
+    other = f"x {norms[0]}"
+    lines = [f"device: {result['device']}; {result['rounds']} interleaved rounds, ratios per round: median [quartiles]",
+             f"{'norm':<6} {'method':<18} {'step s':>8} {'img/s':>8} {'x ft':>17} {'x ft (CPU s)':>17} {other:>17} "
+             f"{'x eager':>17} {'GFLOP':>8} "
+             f"{'TFLOP/s':>8} {'util':>6} {'step GiB':>8}"]
     for r in result["results"]:
         util = f"{100 * r['utilisation']:.1f}%" if r.get("utilisation") else "-"
         mem = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else "-"
         tf = f"{r['achieved_tflops']:.3f}" if r.get("achieved_tflops") else "-"
-        lines.append(f"{r['norm']:<6} {r['method']:<12} {r['step_time_s']:>8.4f} {r['images_per_s']:>8.1f} "
-                     f"{(r['ratio_to_ft'] or 0):>6.2f} {r['flops_per_step'] / 1e9:>8.1f} {tf:>8} {util:>6} {mem:>8}")
+        method = r["method"] + ("+compile" if r.get("compiled") else "")
+        lines.append(f"{r['norm']:<6} {method:<18} {r['step_time_s']:>8.4f} {r['images_per_s']:>8.1f} "
+                     f"{_ratio_text(r.get('ratio_to_ft')):>17} {_ratio_text(r.get('cpu_ratio_to_ft')):>17} "
+                     f"{_ratio_text(r.get(f'ratio_to_{norms[0]}')):>17} "
+                     f"{_ratio_text(r.get('ratio_to_eager')):>17} "
+                     f"{r['flops_per_step'] / 1e9:>8.1f} {tf:>8} {util:>6} {mem:>8}")
     lines.append("targets: mib/ft <= 1.4, mib-cd/ft <= 2.5 (floor ~2.33)")
+    if result.get("loader"):
+        ld = result["loader"]
+        feed = ld["feed_over_consumption"]
+        lines.append(f"loader: {_ratio_text(ld['patches_per_s_per_worker'])} augmented {ld['crop']} px patches/s per "
+                     f"worker process; {ld['workers']} workers per rank feed {feed['median']:.3g} "
+                     f"[{feed['q1']:.3g}-{feed['q3']:.3g}]x "
+                     f"what one device consumes ({ld['consumption']}); target >= {ld['target_feed_over_consumption']}")
     return "\n".join(lines)
 
 
@@ -216,8 +303,6 @@ def run_and_print(cfg: BenchTrainConfig) -> int:
     result = run_bench_train(cfg)
     print(format_table(result))
     if cfg.output:
-        from pathlib import Path
-
         from cdseg.utils.atomic import write_text_atomic
 
         write_text_atomic(Path(cfg.output), json.dumps(result, indent=2))

@@ -57,6 +57,12 @@ class TestConfig(Section):
     split: Literal["test", "val", "train"] = Field("test", description="which split's scenes to evaluate")
     scenes: list[str] = Field(default_factory=list, description="scene ids to evaluate (default: every scene of --split)")
     overwrite: bool = Field(False, description="replace an existing, different evaluation in the output folder")
-    eval: EvalOptions = Field(default_factory=EvalOptions)  # type: ignore[arg-type]
-    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
+    push_run: str = Field("", description="`run` grouping key of the metrics pushed to a Pushgateway (default: the "
+                          "--output folder's name); the pipeline passes its run id, and its report step deletes "
+                          "the run's groups")
+    verify: bool = Field(False, description="hash every file of a local prepared dataset against its manifest before "
+                                            "testing (by default only files changed since their last verification "
+                                            "are hashed)")
+    eval: EvalOptions = Field(default_factory=EvalOptions)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)

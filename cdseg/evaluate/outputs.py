@@ -66,7 +66,7 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from cdseg.evaluate.config import EvalOptions, TestConfig
 from cdseg.evaluate.confusion import confusion_matrix, summarise
 from cdseg.evaluate.sliding import InferenceStats, predict_scene
 from cdseg.evaluate.tta import D4_SIZE, make_prob_fn
+from cdseg.utils.lease import output_lease, remove_stale
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -166,7 +169,7 @@ def _existing(eval_uri: str, fp: str, overwrite: bool) -> dict[str, Any] | None:
     if old is not None and old.get("fingerprint") == fp and not overwrite:
         log.info("%s already holds this evaluation (same checkpoint, data and options): nothing to do", eval_uri)
         return old
-    if overwrite:
+    if overwrite and old is not None and old.get("kind", "cdseg-eval") == "cdseg-eval":
         return None
     what = ("a different evaluation (checkpoint " + str(old.get("checkpoint", {}).get("sha256"))[:12] +
             f", options {old.get('options')})") if old else "something that is not a cdseg evaluation"
@@ -206,12 +209,32 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
     info = ranks.init_distributed(cfg.eval.device)
     device = info.device
     dataset = PreparedDataset.open(cfg.dataset)
+    dataset.check(full=cfg.verify)  # a damaged file is one line naming it, never metrics from bad pixels
     manifest = dataset.manifest
     model, card = load_model(cfg.checkpoint, device=str(device))
     setup = build_setup(card, manifest)
     scene_ids = _scene_ids(manifest, cfg.split, cfg.scenes)
     fp = fingerprint(setup, _dataset_id(dataset), cfg.split, scene_ids, cfg.eval)
     eval_uri = store.join(cfg.output, f"step-{setup.step}", "eval")
+    with contextlib.ExitStack() as lease:
+        busy: UserError | None = None
+        if info.is_main and not store.is_remote(eval_uri):
+            try:  # one owner: a second `cdseg test` writing the same evaluation fails at once
+                lease.enter_context(output_lease(store.local_path(eval_uri), "output"))
+                remove_stale(store.local_path(eval_uri))  # staging folders of a killed `cdseg test`
+            except UserError as exc:
+                busy = exc
+        flag = ranks.all_reduce_sum(torch.tensor([1 if busy else 0], dtype=torch.int64, device=device), info)
+        if busy is not None:
+            raise busy
+        if int(flag[0]):
+            raise UserError(f"rank 0 could not take the lease of {eval_uri}; see rank 0's error")
+        return _evaluate(cfg, info, device, dataset, model, setup, scene_ids, fp, eval_uri)
+
+
+def _evaluate(cfg: TestConfig, info: Any, device: torch.device, dataset: Any, model: nn.Module, setup: EvalSetup,
+              scene_ids: list[str], fp: str, eval_uri: str) -> dict[str, Any]:
+    """Evaluate (unless an identical evaluation is there) and write `eval_uri` (rank 0)."""
     done = _existing(eval_uri, fp, cfg.overwrite)
     if done is not None:
         return done
@@ -298,6 +321,19 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
+#: the Pushgateway job of `cdseg test`'s pushed metrics (groups keyed by run and step)
+PUSH_JOB = "cdseg-test"
+
+
+def delete_pushed(run: str, gateway: str | None = None) -> int:
+    """Delete every group `cdseg test` pushed for `run` (the pipeline's report step); returns how many."""
+    from cdseg.metrics import delete_groups
+    from cdseg.metrics.config import MetricsConfig
+
+    cfg = MetricsConfig(pushgateway=gateway or os.environ.get("CDSEG_METRICS__PUSHGATEWAY") or None)
+    return delete_groups(cfg, PUSH_JOB, {"run": run}) if run else 0
+
+
 def _push(cfg: TestConfig, metrics: dict[str, Any]) -> None:
     """Push the headline numbers to the Pushgateway when one is configured (never fails the evaluation)."""
     from cdseg.metrics import push_summary
@@ -305,9 +341,9 @@ def _push(cfg: TestConfig, metrics: dict[str, Any]) -> None:
     values = {f"miou/{g}": metrics["mean"][g]["miou"] for g in ("old", "new", "all")}
     values["acc/all"] = metrics["pixel_accuracy"]
     values["duration_seconds"] = metrics["work"]["seconds"]
-    run = cfg.output.rstrip("/").rsplit("/", 1)[-1] or "run"
+    run = cfg.push_run or cfg.output.rstrip("/").rsplit("/", 1)[-1] or "run"
     try:
-        push_summary(cfg.metrics, "cdseg-test", {"run": run, "step": metrics["step"]},
+        push_summary(cfg.metrics, PUSH_JOB, {"run": run, "step": metrics["step"]},
                      {k: float(v) for k, v in values.items() if v is not None},
                      labels={"task": metrics["task"], "method": str(metrics.get("method"))}, split=cfg.split)
     except Exception as exc:  # metrics are best effort: a bad gateway must not lose a finished evaluation

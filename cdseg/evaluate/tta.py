@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -35,12 +36,26 @@ def logits_of(output: object) -> torch.Tensor:
     raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
 
 
-def make_prob_fn(model: nn.Module, *, tta: bool = False, amp: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function windows -> softmax probabilities, averaged over D4 (inverse-transformed) when `tta`."""
+def logits_fn(model: nn.Module, *, features: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """windows -> logits: the model's `predict` (logits only, no full-resolution decoder features) where it
+    has one, unless `features` asks for the training forward (which builds them, to be thrown away here)."""
+    predict = getattr(model, "predict", None)
+    if callable(predict) and not features:
+        return cast(Callable[[torch.Tensor], torch.Tensor], predict)
+    return lambda x: logits_of(model(x))
+
+
+def make_prob_fn(model: nn.Module, *, tta: bool = False, amp: bool = False,
+                 features: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function windows -> softmax probabilities, averaged over D4 (inverse-transformed) when `tta`.
+
+    The model is called through `logits_fn` (logits only); `features=True` uses its full forward instead,
+    which `cdseg bench eval` times against it."""
+    logits = logits_fn(model, features=features)
 
     def probs(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp and x.device.type == "cuda"):
-            return torch.softmax(logits_of(model(x)).float(), dim=1)
+            return torch.softmax(logits(x).float(), dim=1)
 
     if not tta:
         return probs

@@ -1,7 +1,7 @@
 """Segmentation models: timm encoder + residual UNet decoder + incremental classifier heads.
 
 Public API (see docs/architecture.md): `ModelConfig`, `build_segmenter`, `IncrementalSegmenter`,
-`init_new_head_mib`, `load_previous_into`, `convert_sync` (CUDA/NCCL) and
+`init_new_head_mib`, `load_previous_into`, `predict_logits` (evaluation's logits-only call), `convert_sync` (CUDA/NCCL) and
 `set_stats_reducer` (CPU/gloo) for synchronised norms; checkpoints in `cdseg.models.io`;
 the D4 group in `cdseg.models.d4`.
 """
@@ -13,6 +13,7 @@ from cdseg.models.segmenter import (
     build_segmenter,
     init_new_head_mib,
     load_previous_into,
+    predict_logits,
 )
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "convert_sync",
     "init_new_head_mib",
     "load_previous_into",
+    "predict_logits",
     "set_stats_reducer",
 ]

@@ -46,10 +46,11 @@ def create_encoder(cfg: ModelConfig, in_chans: int) -> tuple[nn.Module, dict[str
     except UserError:
         raise
     except Exception as exc:  # timm / hub / torch.load failures: say what to do
-        source = f"the weights file {cfg.weights}" if cfg.weights else "the timm / Hugging Face hub"
+        if cfg.weights:
+            raise CheckpointError(_weights_file_error(cfg.weights, cfg.encoder, exc)) from exc
         raise CheckpointError(
-            f"could not load pretrained weights for encoder {cfg.encoder!r} from {source} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); {_fix_hint(cfg.encoder)}"
+            f"could not load pretrained weights for encoder {cfg.encoder!r} from the timm / Hugging Face hub "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {_fix_hint(cfg.encoder)}"
         ) from exc
     pretrained_cfg = getattr(base, "pretrained_cfg", None)
     if not pretrained_cfg:
@@ -176,6 +177,21 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def _weights_file_error(uri: str, encoder: str, exc: BaseException) -> str:
+    """One line for a --model.weights file that could not be loaded, with the fix that applies to it."""
+    import pickle
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text:
+        # torch's own advice (weights_only=False) is not an option: cdseg never unpickles arbitrary objects
+        detail = text.split(" No automatic")[0].split(" If this checkpoint")[0].split(" Please file")[0][:200]
+        return (f"--model.weights={uri!r} holds pickled Python objects, not only tensors ({detail}); cdseg does not "
+                "unpickle them (that runs arbitrary code): save the encoder's state_dict as .safetensors, or as a .pth "
+                "of tensors only")
+    return (f"--model.weights={uri!r} could not be loaded as weights of encoder {encoder!r} ({type(exc).__name__}: "
+            f"{text[:200]}); pass a .safetensors or .pth state_dict of that encoder")
 
 
 def _local_weights(uri: str) -> Path:

@@ -109,6 +109,16 @@ class IncrementalSegmenter(nn.Module):
         return self
 
 
+def predict_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of `model` for `x`: its `predict` (no full-resolution features) where it has one, else its
+    output's first element (a `(logits, ...)` tuple) or the output itself (a tensor)."""
+    predict = getattr(model, "predict", None)
+    if callable(predict):
+        return cast(torch.Tensor, predict(x))
+    out = model(x)
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
 def normalisation(
     bands: Sequence[str], stats: Mapping[str, Any] | None, pretrained_cfg: Mapping[str, Any] | None
 ) -> tuple[list[float], list[float]]:

@@ -36,6 +36,9 @@ class FakeDataset:
     def read_scene(self, scene_id: str) -> prepared.Scene:
         return self.scenes[scene_id]
 
+    def check(self, *, full: bool = False) -> tuple[int, int]:
+        return 0, 0  # nothing on disk to verify
+
     def georeference(self, scene_id: str) -> tuple[Any, Any]:
         scene = self.scenes[scene_id]
         return scene.crs, scene.transform

@@ -42,3 +42,28 @@ def test_tta_averages_inverse_transformed_probabilities() -> None:
         for g in range(8)]).mean(0)
     assert torch.allclose(make_prob_fn(model, tta=True)(x), expected, atol=1e-6)
     assert not torch.allclose(make_prob_fn(model)(x), expected, atol=1e-3)
+
+
+def _segmenter(heads: list[int]) -> nn.Module:
+    from cdseg.models import ModelConfig, build_segmenter
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder="test_resnet", pretrained=False, norm="bn")
+    return build_segmenter(cfg, heads, ["R", "G", "B"], {b: {"mean": 0.3, "std": 0.2} for b in "RGB"}).eval()
+
+
+def test_evaluation_calls_the_logits_only_path_with_identical_predictions() -> None:
+    model = _segmenter([3, 2])
+    forwards: list[int] = []
+    model.register_forward_hook(lambda m, i, o: forwards.append(1))  # the full forward (features included)
+    scene = torch.randint(0, 256, (3, 70, 45), dtype=torch.uint8)
+    for tta in (False, True):
+        passes = 8 if tta else 1
+        lean, _ = predict_scene(scene, make_prob_fn(model, tta=tta), 5, window=32, overlap=8, passes_per_window=passes)
+        assert forwards == []  # evaluation never built the full-resolution decoder features
+        full, _ = predict_scene(scene, make_prob_fn(model, tta=tta, features=True), 5, window=32, overlap=8,
+                                passes_per_window=passes)
+        assert forwards and torch.equal(lean, full)
+        forwards.clear()
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(make_prob_fn(model)(x), make_prob_fn(model, features=True)(x))

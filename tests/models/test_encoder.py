@@ -110,3 +110,21 @@ def test_pretrained_from_cache_uses_the_cached_file(monkeypatch: pytest.MonkeyPa
     encoder, pcfg = create_encoder(ModelConfig(encoder="test_resnet", pretrained=True, norm="bn"), 3)
     assert pcfg is not None and tuple(pcfg["mean"]) == (0.5, 0.5, 0.5)
     assert torch.equal(encoder.state_dict()["conv1.0.weight"], full.state_dict()["conv1.0.weight"])
+
+
+class _Evil:
+    def __reduce__(self):  # what a malicious checkpoint does: call something when unpickled
+        return (print, ("unpickled!",))
+
+
+def test_pickled_weights_file_is_refused_with_the_right_fix(tmp_path, capsys) -> None:
+    from cdseg.errors import CheckpointError
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Evil()}, evil)
+    with pytest.raises(CheckpointError) as err:
+        create_encoder(ModelConfig(encoder="test_resnet", weights=str(evil), norm="bn"), 3)
+    message = str(err.value)
+    assert "\n" not in message and "holds pickled Python objects" in message and ".safetensors" in message
+    assert "pass --model.weights" not in message and "weights_only=False" not in message
+    assert "unpickled!" not in capsys.readouterr().out

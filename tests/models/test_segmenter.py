@@ -137,3 +137,20 @@ def test_constant_band_is_centred_not_blown_up() -> None:
     assert mean == [0.2, 0.5] and std == [0.1, 1.0]
     mean, std = normalisation(["IR", "R"], {"mean": [0.3, 0.2], "std": [0.2, 0.1]}, {"mean": [0.4, 0.5, 0.6], "std": [0.1, 0.2, 0.3]})
     assert mean == [0.3, 0.4] and std == [0.2, 0.1]  # IR from the dataset, R from the weights
+
+
+def test_predict_logits_skips_the_feature_forward(tiny_model) -> None:
+    from torch import nn
+
+    from cdseg.models import predict_logits
+
+    model = tiny_model(heads=[3, 2]).eval()
+    calls: list[int] = []
+    model.register_forward_hook(lambda m, i, o: calls.append(1))
+    x = torch.rand(1, 3, 32, 32)
+    out = predict_logits(model, x)
+    assert calls == []
+    assert torch.equal(out, model(x)[0]) and calls == [1]
+    conv = nn.Conv2d(3, 4, 1)
+    assert torch.equal(predict_logits(conv, x), conv(x))
+    assert torch.equal(predict_logits(nn.Sequential(conv), x), conv(x))
