@@ -1,0 +1,174 @@
+"""The grid of an experiment and the runs in it: each cell trains and tests its steps in order, resumably.
+
+A cell is (task, method or variant, seed) and owns `<output>/runs/<task>/<name>/seed-<s>/`, a run folder
+as `cdseg train` / `cdseg test` write it. A step whose model and evaluation are both there is skipped, so
+a rerun of a finished grid trains nothing; an interrupted step resumes from its newest checkpoint (the
+trainer's own resume). Methods whose step 0 is identical (same resolved options but for those that act
+from step 1 on) share one step-0 model per task and seed: the first such cell trains it, the others start
+their step 1 from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from cdseg import storage as store
+from cdseg.experiment.config import ExperimentConfig
+
+log = logging.getLogger("cdseg.experiment")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    task: str
+    name: str
+    seed: int
+
+    def run_dir(self, output: str) -> str:
+        return store.join(output, "runs", self.task, self.name, f"seed-{self.seed}")
+
+
+def cells(cfg: ExperimentConfig) -> list[Cell]:
+    """Every cell, tasks outermost, then seeds, then methods (the order the runs start in)."""
+    return [Cell(task, name, seed) for task in cfg.tasks for seed in cfg.seeds for name in cfg.methods]
+
+
+def num_steps(cfg: ExperimentConfig, task: str) -> int:
+    """Steps run for `task`: all of them, or --steps."""
+    from cdseg.tasks.task import get_task
+
+    total = get_task(task).num_steps
+    return min(total, cfg.steps) if cfg.steps else total
+
+
+def train_config(cfg: ExperimentConfig, cell: Cell, step: int, prev: str | None = None) -> Any:
+    """The validated TrainConfig of one step of a cell."""
+    from cdseg.config import load_config
+    from cdseg.train.config import TrainConfig
+
+    cli = {**cfg.options_of(cell.name), "method": cfg.method_of(cell.name), "seed": cell.seed, "task.name": cell.task,
+           "task.step": step, "data.dataset": cfg.dataset, "output": cell.run_dir(cfg.output)}
+    if prev is not None:
+        cli["prev_checkpoint"] = prev
+    return load_config(TrainConfig, cli=cli)
+
+
+def step0_providers(cfg: ExperimentConfig) -> dict[Cell, Cell]:
+    """cell -> the cell whose step-0 model it uses (itself when it trains its own)."""
+    from cdseg.train.config import step0_fingerprint
+
+    first: dict[tuple[str, int, str], Cell] = {}
+    out: dict[Cell, Cell] = {}
+    for cell in cells(cfg):
+        key = (cell.task, cell.seed, step0_fingerprint(train_config(cfg, cell, 0)) if cfg.share_step0 else cell.name)
+        out[cell] = first.setdefault(key, cell)
+    return out
+
+
+def model_uri(cfg: ExperimentConfig, cell: Cell, step: int) -> str:
+    return store.join(cell.run_dir(cfg.output), f"step-{step}", "model")
+
+
+def metrics_uri(cfg: ExperimentConfig, cell: Cell, step: int) -> str:
+    return store.join(cell.run_dir(cfg.output), f"step-{step}", "eval", "metrics.json")
+
+
+def step_done(cfg: ExperimentConfig, cell: Cell, step: int) -> bool:
+    """The step's model and its evaluation are both written (the manifest-last writes make this safe)."""
+    return store.exists(store.join(model_uri(cfg, cell, step), "model.json")) and store.exists(metrics_uri(cfg, cell, step))
+
+
+def run_step(cfg: ExperimentConfig, cell: Cell, step: int, prev: str | None) -> bool:
+    """Train and test one step of a cell unless both are done; True when it trained or tested anything."""
+    from cdseg.evaluate import run_test
+    from cdseg.evaluate.config import TestConfig
+    from cdseg.train import run_train
+
+    if step_done(cfg, cell, step):
+        log.info("%s %s seed %d step %d: done already", cell.task, cell.name, cell.seed, step)
+        return False
+    log.info("%s %s seed %d step %d: training", cell.task, cell.name, cell.seed, step)
+    model = run_train(train_config(cfg, cell, step, prev))
+    run_test(TestConfig(checkpoint=model, dataset=cfg.dataset, output=cell.run_dir(cfg.output), split=cfg.split,
+                        eval=cfg.eval))
+    return True
+
+
+def _run_steps(cfg_json: str, cell: Cell, steps: list[int], step0_from: Cell) -> int:
+    """Run `steps` of `cell` in order (a worker process's unit of work); returns how many ran."""
+    cfg = ExperimentConfig.model_validate_json(cfg_json)
+    ran = 0
+    for step in steps:
+        source = step0_from if step == 1 else cell
+        prev = model_uri(cfg, source, step - 1) if step > 0 else None
+        ran += run_step(cfg, cell, step, prev)
+    return ran
+
+
+def run_grid(cfg: ExperimentConfig, progress: Callable[[str], None] = log.info) -> dict[str, int]:
+    """Run every cell (step-0 providers first); returns counts of steps run and skipped."""
+    providers = step0_providers(cfg)
+    all_cells = cells(cfg)
+    phases = [
+        [(c, [0]) for c in all_cells if providers[c] == c],
+        [(c, list(range(1, num_steps(cfg, c.task)))) for c in all_cells],
+    ]
+    cfg_json = cfg.model_dump_json()
+    total = sum(len(steps) for phase in phases for _, steps in phase)
+    ran = 0
+    for phase in phases:
+        work = [(c, steps) for c, steps in phase if steps]
+        if cfg.workers == 1:
+            for c, steps in work:
+                ran += _run_steps(cfg_json, c, steps, providers[c])
+                progress(f"{c.task} {c.name} seed {c.seed}: steps {steps[0]}..{steps[-1]} ready")
+            continue
+        # each process trains with its share of the cores; spawn: no forked torch state
+        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            futures = {pool.submit(_run_steps, cfg_json, c, steps, providers[c]): (c, steps) for c, steps in work}
+            for future, (c, steps) in futures.items():
+                ran += future.result()
+                progress(f"{c.task} {c.name} seed {c.seed}: steps {steps[0]}..{steps[-1]} ready")
+    return {"steps": total, "ran": ran, "skipped": total - ran}
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from cdseg.utils.logging import init_logging
+
+    init_logging("text", "WARNING")
+
+
+def collect(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """One row per finished (cell, step): old / new / all mIoU and per-class IoU, from each step's metrics.json."""
+    providers = step0_providers(cfg)
+    rows = []
+    for cell in cells(cfg):
+        for step in range(num_steps(cfg, cell.task)):
+            source = providers[cell] if step == 0 else cell
+            uri = metrics_uri(cfg, source, step)
+            if not store.exists(uri):
+                continue
+            m = json.loads(store.read_text(uri))
+            rows.append({
+                "task": cell.task, "name": cell.name, "seed": cell.seed, "step": step,
+                "step0_from": source.name if step == 0 else cell.name,
+                **{g: m["mean"][g]["miou"] for g in ("old", "new", "all")},
+                "new_classes": m["new_classes"], "old_classes": m["old_classes"],
+                "iou": {c: v["iou"] for c, v in m["per_class"].items() if v["group"] in ("old", "new")},
+            })
+    return rows
