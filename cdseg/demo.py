@@ -30,13 +30,6 @@ log = logging.getLogger("cdseg.demo")
 
 METHODS = ("ft", "uft", "mib", "mib-cd", "ft-cd", "joint")
 
-#: TrainConfig options that only act from step 1 on (teacher, unbiased losses, head init, invariance against the
-#: old model): two methods whose step-0 configs differ only in these train step 0 identically.
-STEP1_ONLY = ("method", "ce.unbiased", "kd", "model.init_balanced", "trainer.init_balanced", "aug.factor_icl",
-              "prev_checkpoint", "output",
-              "name", "comment")
-
-
 class DemoConfig(Section):
     """`cdseg demo`: the defaults finish in about 10 minutes on 2 CPU cores for one method."""
 
@@ -144,21 +137,11 @@ def synth_release(cfg: DemoConfig, progress: Progress) -> Path:
 def step0_key(args: dict[str, Any], task: str) -> str:
     """What step 0 of a run trains with: its resolved TrainConfig without the options that act from step 1 on."""
     from cdseg.config import load_config
-    from cdseg.train.config import TrainConfig
-
-    def flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                flat(f"{prefix}.{k}" if prefix else k, v, out)
-        else:
-            out[prefix] = value
+    from cdseg.train.config import TrainConfig, step0_fingerprint
 
     hp = {"trainer.epochs": args["epochs"], "trainer.batch_size": args["batch_size"], "data.crop_size": args["crop_size"]}
     cli = {**hp, **args.get("train_options", {}), "method": args["method"], "task.name": task, "task.step": 0}
-    dumped: dict[str, Any] = {}
-    flat("", load_config(TrainConfig, cli=cli).model_dump(mode="json"), dumped)
-    kept = {k: v for k, v in dumped.items() if not any(k == s or k.startswith(s + ".") for s in STEP1_ONLY)}
-    return json.dumps(kept, sort_keys=True, default=str)
+    return step0_fingerprint(load_config(TrainConfig, cli=cli))
 
 
 def run_demo(cfg: DemoConfig, progress: Progress = _stderr) -> DemoResult:

@@ -16,6 +16,17 @@ class UserError(CdsegError):
     """Bad usage or bad input; the message is shown to the user as one line (exit code 2)."""
 
 
+#: exit code of a retryable failure (an outage of object storage or the network): in 128-255, the range a
+#: PyTorchJob's `ExitCode` restart policy retries (1-127 are permanent), and above the signal numbers
+#: (128 + 1..64) so that it is not mistaken for a kill; the trainer resumes from its newest checkpoint
+EXIT_RETRYABLE = 200
+
+
+class TransientError(CdsegError):
+    """A service the command needs (object storage, the network) is unavailable: not bad input; retrying later
+    may succeed. The CLI prints one line and exits `EXIT_RETRYABLE`."""
+
+
 class ConfigError(UserError):
     """An option has a value that is not allowed."""
 

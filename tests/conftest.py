@@ -9,6 +9,7 @@ Treat both as read-only; copy them (shutil.copytree) to modify.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,3 +85,17 @@ def make_bucket(endpoint: str, name: str) -> None:
     from cdseg.storage.s3 import make_client
 
     make_client(StorageConfig(endpoint_url=endpoint)).create_bucket(Bucket=name)
+
+
+@pytest.fixture()
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No torchrun variables leak into a single-process test; handlers `cdseg` CLI runs install are removed
+    afterwards (they write to the test's captured stderr, closed once the test ends)."""
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_cdseg", False):
+            root.removeHandler(handler)

@@ -14,7 +14,7 @@ from pydantic import AliasChoices
 from cdseg import __version__
 from cdseg.cli.command import Command
 from cdseg.config.fields import LeafField, iter_leaf_fields
-from cdseg.errors import ConfigError, UserError
+from cdseg.errors import EXIT_RETRYABLE, ConfigError, TransientError, UserError
 
 log = logging.getLogger("cdseg")
 
@@ -31,10 +31,13 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "pipeline submit": ("cdseg.cli.pipeline", "submit the Kubeflow pipeline to a KFP endpoint"),
     "launch": ("cdseg.cli.launch", "run one incremental step as a PyTorchJob on Kubernetes"),
     "demo": ("cdseg.cli.demo", "the main job: synth -> pipeline (local, CPU) -> per-step table and report"),
-    "bench prepare": ("cdseg.cli.bench", "benchmark prepare throughput against a file-copy ceiling"),
+    "experiment": ("cdseg.cli.experiment", "a grid of tasks x methods x seeds, with statistics over seeds"),
+    "bench prepare": ("cdseg.cli.bench", "benchmark prepare against its CPU bound and gdal_translate"),
     "bench train": ("cdseg.cli.bench", "benchmark step time of ft / mib / mib-cd"),
     "bench eval": ("cdseg.cli.bench", "benchmark full-scene inference"),
     "bench storage": ("cdseg.cli.bench", "benchmark the storage layer against plain boto3"),
+    "bench ddp": ("cdseg.cli.bench", "benchmark DDP steps against plain steps (run under torchrun)"),
+    "bench gpu": ("cdseg.cli.bench", "the one GPU check: every bench with the paper's model, within a time budget"),
 }
 
 
@@ -114,7 +117,8 @@ def _top_help() -> str:
              "", "usage: cdseg <command> [options]   (cdseg <command> --help for its options)", "", "commands:"]
     for path, (_, text) in REGISTRY.items():
         lines.append(f"  {path:<17} {text}")
-    lines += ["", "exit codes: 0 success, 2 bad usage or bad input, 1 anything else",
+    lines += ["", f"exit codes: 0 success, 2 bad usage or bad input, {EXIT_RETRYABLE} retryable (storage or network "
+              "outage: a job's restart policy retries it), 1 anything else",
               "options are also read from --config YAML and CDSEG_SECTION__FIELD environment variables"]
     return "\n".join(lines)
 
@@ -184,17 +188,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             parsed = {k: (v if isinstance(v, bool) else leaves[k].parse_text(v, source=leaves[k].flag)) for k, v in values.items()}
             config = load_config(command.config, config_file=ns.config, cli=parsed)
         return command.invoke(config, ns)
+    except TransientError as exc:  # before UserError: a storage outage is a StorageError too
+        if debug:
+            log.exception("unavailable")
+        sys.stderr.write(f"cdseg {path}: error: {exc} (exit {EXIT_RETRYABLE}: retryable)\n")
+        return EXIT_RETRYABLE
     except UserError as exc:
         if debug:
             log.exception("bad input")
-        sys.stderr.write(f"cdseg {path}: error: {exc}\n")
+        sys.stderr.write(f"cdseg {path}: error: {_one_line(exc)}\n")
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from cdseg.utils.signals import Terminated
+
+        if isinstance(exc, Terminated):
+            sys.stderr.write(f"cdseg {path}: {exc}\n")
+            return 143  # 128 + SIGTERM, as a shell reports a process ended by it
         sys.stderr.write(f"cdseg {path}: interrupted\n")
         return 130
     except Exception as exc:
         log.exception("cdseg %s failed: %s", path, exc)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of a user error, on one line. A DataLoader worker's error arrives re-raised as
+    "Caught DataError in DataLoader worker process 0. Original Traceback ... DataError: <message>":
+    its last line is the message."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split())
 
 
 def _env(name: str, default: str) -> str:

@@ -45,7 +45,7 @@ class CompileConfig(Section):
     task: str = Field("", description="task to compile (a shipped name or a task YAML); see also --all")
     all: bool = Field(False, description="compile every shipped task (offline, 222a, 321, 6s)")
     output: str = Field("", description="folder for <task>.yaml (default: the package's pipelines/compiled/)")
-    build: BuildSection = Field(default_factory=BuildSection)  # type: ignore[arg-type]
+    build: BuildSection = Field(default_factory=BuildSection)
 
     @model_validator(mode="after")
     def _one(self) -> CompileConfig:

@@ -82,29 +82,36 @@ def load_config(
     if config_file:
         user = deep_merge(user, read_yaml(config_file))
     user = deep_merge(user, env_overrides(model, environ))
+    # a bad value that came from the environment is reported under the variable's name, not the flag's
+    env = os.environ if environ is None else environ
+    names = {leaf.path: var for leaf in iter_leaf_fields(model)
+             if (var := ENV_PREFIX + leaf.path.replace(".", "__").upper()) in env and leaf.path not in (cli or {})}
     cli_tree: dict[str, Any] = {}
     for dotted, value in (cli or {}).items():
         set_dotted(cli_tree, dotted, value)
     user = deep_merge(user, cli_tree)
     presets = getattr(model, "presets", None)
     data = deep_merge(presets(user), user) if callable(presets) else user
-    return validate(model, data)
+    return validate(model, data, names)
 
 
-def validate(model: type[M], data: Mapping[str, Any]) -> M:
-    """`model.model_validate(data)`, with pydantic's report turned into one readable line."""
+def validate(model: type[M], data: Mapping[str, Any], names: Mapping[str, str] | None = None) -> M:
+    """`model.model_validate(data)`, with pydantic's report turned into one readable line.
+
+    `names` maps a dotted option to how the user gave it when that was not a flag (an environment variable).
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from exc
+        raise ConfigError(format_validation_error(exc, names)) from exc
 
 
-def format_validation_error(exc: ValidationError) -> str:
+def format_validation_error(exc: ValidationError, names: Mapping[str, str] | None = None) -> str:
     """One line per problem, joined with '; ': option, bad value, what is allowed."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
-        flag = "--" + loc.replace("_", "-") if loc else "config"
+        flag = (names or {}).get(loc) or ("--" + loc.replace("_", "-") if loc else "config")
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown option {flag}; check the spelling (cdseg <command> --help lists them)")
             continue

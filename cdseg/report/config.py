@@ -15,7 +15,7 @@ class ReportConfig(Section):
                               "*/eval/metrics.json (paths or URIs; comma-separated on the command line)")
     output: str = Field(..., description="report folder or URI (report.md, report.html, report.json, plots/)")
     title: str = Field("cdseg: class-incremental segmentation report", description="report title")
-    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     @field_validator("inputs")
     @classmethod

@@ -10,7 +10,7 @@ import numpy as np
 from cdseg.report.tables import class_order, iou
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -56,6 +56,8 @@ class TrainerConfig(Section):
     checkpoint_every_iters: int = Field(0, ge=0, description="also write resume state every N iterations mid-epoch "
                                         "(0: at epoch ends only)")
     resume: bool = Field(True, description="resume from <output>/step-<k>/resume when it holds a complete state")
+    keep_remote_resume: int = Field(2, ge=1, description="resume states kept in an s3:// output (the newest; older "
+                                                        "ones are deleted once a newer one is committed)")
     deterministic: bool = Field(False, description="deterministic algorithms (cudnn) at some speed cost")
 
 
@@ -90,6 +92,29 @@ def recipe(method: str) -> dict[str, Any]:
     return data
 
 
+#: TrainConfig options that only act from step 1 on (teacher, unbiased losses, head init, invariance against the
+#: old model) or do not change what is trained: two configs differing only in these train step 0 identically.
+STEP1_ONLY = ("method", "ce.unbiased", "kd", "model.init_balanced", "trainer.init_balanced", "aug.factor_icl",
+              "prev_checkpoint", "output", "name", "comment")
+
+
+def step0_fingerprint(cfg: TrainConfig) -> str:
+    """What step 0 of `cfg` trains with: its resolved options without STEP1_ONLY (JSON, sorted keys)."""
+    import json
+
+    def flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flat(f"{prefix}.{k}" if prefix else k, v, out)
+        else:
+            out[prefix] = value
+
+    dumped: dict[str, Any] = {}
+    flat("", cfg.model_copy(update={"task": cfg.task.model_copy(update={"step": 0})}).model_dump(mode="json"), dumped)
+    kept = {k: v for k, v in dumped.items() if not any(k == s or k.startswith(s + ".") for s in STEP1_ONLY)}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
 class TrainConfig(Section):
     """`cdseg train`: one incremental step; writes `<output>/step-<k>/`."""
 
@@ -103,17 +128,22 @@ class TrainConfig(Section):
     seed: int = Field(1337, description="seed of weights init, data order and augmentation (per rank: seed + rank)")
     name: str | None = Field(None, description="experiment name (labels logs, metrics and the model card)")
     comment: str = Field("", description="free text stored in the model card and config.yaml")
-    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
-    task: TaskConfig = Field(default_factory=TaskConfig)  # type: ignore[arg-type]
-    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
-    trainer: TrainerConfig = Field(default_factory=TrainerConfig)  # type: ignore[arg-type]
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)  # type: ignore[arg-type]
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)  # type: ignore[arg-type]
-    ce: CEConfig = Field(default_factory=CEConfig)  # type: ignore[arg-type]
-    kd: KDConfig = Field(default_factory=KDConfig)  # type: ignore[arg-type]
-    aug: AugConfig = Field(default_factory=AugConfig)  # type: ignore[arg-type]
-    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
+    data: DataConfig = Field(default_factory=DataConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    ce: CEConfig = Field(default_factory=CEConfig)
+    kd: KDConfig = Field(default_factory=KDConfig)
+    aug: AugConfig = Field(default_factory=AugConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @staticmethod
+    def uses_previous_checkpoint(method: str) -> bool:
+        """Whether `method` starts step k > 0 from step k-1's checkpoint (joint trains every step from scratch)."""
+        return method != "joint"
 
     @classmethod
     def presets(cls, user: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cdseg.errors import CheckpointError, ConfigError
+from cdseg.errors import CheckpointError, ConfigError, UserError
 from cdseg.train import distributed as D
 from cdseg.train.checkpoint import (
     check_previous,
@@ -37,6 +37,7 @@ from cdseg.train.output import StepOutput, join
 from cdseg.train.schedule import build_scheduler
 from cdseg.train.step import MethodStep
 from cdseg.train.trainer import Trainer
+from cdseg.utils.lease import OutputBusy, output_lease, remove_stale
 
 log = logging.getLogger("cdseg.train")
 
@@ -50,7 +51,7 @@ def run_train(cfg: TrainConfig) -> str:
     owned = not D.is_initialized()
     info = D.init_distributed(cfg.trainer.device)
     try:
-        return _train(cfg, info)
+        return _run_owned(cfg, info)
     finally:
         if owned:
             D.destroy()
@@ -75,6 +76,32 @@ def _load_previous(cfg: TrainConfig, task: Any, bands: list[str], student: nn.Mo
     teacher, card = load_model(uri, "cpu")
     check_previous(card, uri, task=task.name, step=step, steps=[list(s) for s in task.steps], bands=bands)
     return teacher, uri
+
+
+def _run_owned(cfg: TrainConfig, info: D.DistInfo) -> str:
+    """`_train` while rank 0 holds the lease of the step's local folder (a second run is refused at once)."""
+    out = StepOutput(cfg.output, cfg.task.step)
+    with contextlib.ExitStack() as lease:
+        busy: UserError | None = None
+        if info.is_main:
+            try:
+                lease.enter_context(output_lease(out.local, "output"))
+                if out.remote:  # the bucket prefix too: pods on other nodes share it, not the local work folder
+                    import cdseg.storage as storage
+
+                    storage.configure(cfg.storage)
+                    lease.enter_context(storage.remote_lease(out.uri, "output"))
+            except UserError as exc:
+                busy = exc
+        held = D.same_on_all_ranks(0 if busy else 1, info)
+        if busy is not None:
+            raise busy
+        if not held:
+            raise OutputBusy(f"rank 0 could not take the lease of {out.uri}; see rank 0's error")
+        if info.is_main:  # temporaries of a killed run of this step; `eval/` is `cdseg test`'s, under its own lease
+            for piece in ("best", "model", "history.json", "config.yaml", "resume"):
+                remove_stale(out.local / piece)
+        return _train(cfg, info)
 
 
 def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
@@ -103,9 +130,10 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     step = cfg.task.step
     out = StepOutput(cfg.output, step)
     final_uri = out.uri_of("model")
-    uses_teacher = step > 0 and cfg.method != "joint"
+    uses_teacher = step > 0 and TrainConfig.uses_previous_checkpoint(cfg.method)
 
     prepared = PreparedDataset.open(cfg.data.dataset)
+    prepared.check(full=cfg.data.verify)  # a damaged file is one line naming it, never training on bad pixels
     bands = select_bands(cfg, prepared.bands)
     train_ds, val_ds = build_datasets(cfg, task, prepared, bands)
     stats = train_ds.stats
@@ -175,8 +203,11 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     method = MethodStep(wrapped, teacher, seg, kd, float(cfg.kd.weight), cfg.aug, cfg.seed, t.cd_single_forward)
 
     num_classes = task.num_outputs(step)
-    old_idx = list(range(1, old_count)) if uses_teacher else []
-    new_idx = list(range(max(old_count, 1), num_classes))
+    # old / new as the task defines them, for every method (ft and joint too): outputs 1.. of the classes
+    # learned before this step, then this step's. Background (output 0) is neither.
+    seen_before = sum(task.heads(step - 1)) if step > 0 else 1
+    old_idx = list(range(1, seen_before))
+    new_idx = list(range(seen_before, num_classes))
     sink = _sink(cfg, info, task.name, step)
     trainer = Trainer(cfg, info, method, student, optimizer, scheduler, scaler, loader, sampler, vloader,
                       num_classes, old_idx, new_idx, out, _card(cfg, task, step), total, sink)

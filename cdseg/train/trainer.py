@@ -34,6 +34,17 @@ from cdseg.utils.atomic import write_text_atomic
 log = logging.getLogger("cdseg.train")
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with NaN and infinities as None (null): JSON has no NaN, and strict parsers reject it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 @dataclass
 class Progress:
     """Where the run is: epoch in progress, iterations done in it and in total, per-epoch history."""
@@ -60,6 +71,8 @@ class Trainer:
         self.loader, self.sampler, self.val_loader = loader, sampler, val_loader
         self.num_classes, self.old, self.new = num_classes, old, new
         self.out, self.card, self.total_iters, self.sink = out, card, total_iters, sink
+        if sink is not None:
+            sink.set_total(total_iters)
         self.progress = Progress()
         mode = "min" if self.t.monitor == "loss" else "max"
         self.stopper = EarlyStopping(mode=mode, patience=self.t.patience, min_delta=self.t.min_delta)
@@ -270,5 +283,6 @@ class Trainer:
         folder = save_resume(self.out.resume_root, p.iteration, self.model,
                              self.card({"epoch": p.epoch, "iteration": p.iteration}), self.state_dict())
         self.out.publish(f"resume/{folder.name}")
-        write_text_atomic(self.out.path("history.json"), json.dumps(p.history, indent=1))
+        self.out.prune_resume(self.cfg.trainer.keep_remote_resume)
+        write_text_atomic(self.out.path("history.json"), json.dumps(strict_json(p.history), indent=1, allow_nan=False))
         self.out.publish("history.json")

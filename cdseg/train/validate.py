@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdseg.models.segmenter import predict_logits
 from cdseg.train import distributed as D
 
 
@@ -23,7 +24,12 @@ def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore
 
 
 def scores(cm: torch.Tensor, old: Sequence[int] = (), new: Sequence[int] = ()) -> dict[str, Any]:
-    """mIoU (classes present in target or prediction), micro-F1 (= pixel accuracy), macro-F1, per class, old/new."""
+    """mIoU over the old and new classes, micro-F1 (= pixel accuracy), macro-F1, per class, old/new.
+
+    `miou` averages the classes of `old` and `new` present in target or prediction; background (and any
+    class outside both) is scored per class but left out of the mean, as the test-time "all" group is.
+    With neither given, every present class counts.
+    """
     cm = cm.double().cpu()
     tp = cm.diag()
     fp = cm.sum(0) - tp
@@ -39,8 +45,9 @@ def scores(cm: torch.Tensor, old: Sequence[int] = (), new: Sequence[int] = ()) -
         sel = sel[~sel.isnan()]
         return float(sel.mean()) if sel.numel() else float("nan")
 
+    scored = sorted(set(old) | set(new))
     return {
-        "miou": _mean(iou),
+        "miou": _mean(iou, scored) if scored else _mean(iou),
         "f1": float(tp.sum() / total) if total > 0 else float("nan"),
         "macro_f1": _mean(f1),
         "acc": float(tp.sum() / total) if total > 0 else float("nan"),
@@ -68,7 +75,7 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], num_classes: i
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
-            logits = model(x)[0]
+            logits = predict_logits(model, x)  # no full-resolution decoder features
         logits = logits.float()
         cm += confusion(logits.argmax(1), y, num_classes)
         loss[0] += ce(logits, y).double()

@@ -106,3 +106,15 @@ def test_bad_log_settings_are_exit_2(echo: None, monkeypatch: pytest.MonkeyPatch
     assert "CDSEG_LOG_FORMAT" in capsys.readouterr().err
     monkeypatch.delenv("CDSEG_LOG_FORMAT")
     assert cli_main.main(["echo", "--log-level", "chatty"]) == 2
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    import cdseg
+
+    assert cli_main.main(["--version"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"cdseg {cdseg.__version__}"
+    # defined once: pyproject reads cdseg.__version__, so the installed metadata says the same
+    assert version("cdseg") == cdseg.__version__

@@ -108,3 +108,14 @@ def test_report_page_inlines_relative_images(tmp_path: Path) -> None:
 def test_step_table() -> None:
     table = report_render.step_table([metrics_json(0), metrics_json(1)])
     assert "| mib | 0 | - | 25.00 | 37.50 |" in table and "| mib | 1 | 50.00 | 25.00 | 37.50 |" in table
+
+
+@pytest.mark.parametrize(("method", "passed"), [("mib", True), ("ft", True), ("joint", False)])
+def test_step_k_config_takes_the_previous_checkpoint_unless_joint(method: str, passed: bool) -> None:
+    from components.train.run import TrainRequest, train_config
+
+    req = TrainRequest(task="222a", step=1, method=method)
+    cfg = train_config(req, "/data/prepared", "/work/step-0/model", "/work/out")
+    # joint trains step 1 from scratch: the pipeline's edge from step 0 must not become --prev-checkpoint,
+    # which joint refuses (the crash of `cdseg demo --compare ...,joint`)
+    assert cfg.prev_checkpoint == ("/work/step-0/model" if passed else None)

@@ -1,6 +1,7 @@
 """kind end-to-end (opt-in): `CDSEG_KIND=1 pytest -m kind tests/kind` runs tests/kind/run-kind.sh.
 
-It needs a Docker engine, kind, kubectl and network access (Training Operator manifests, base images),
+Once per backend (Trainer v2 TrainJob, Training Operator v1 PyTorchJob). It needs a Docker engine, kind,
+kubectl and network access (operator manifests, base images),
 none of which exist on the project's CI machines; elsewhere the test is skipped and says why.
 """
 
@@ -27,11 +28,13 @@ def _why_not() -> str | None:
 
 @pytest.mark.kind
 @pytest.mark.timeout(3600)
-def test_one_step_as_pytorchjob_on_kind() -> None:
+@pytest.mark.parametrize("backend", ["trainjob", "pytorchjob"])
+def test_one_step_on_kind(backend: str) -> None:
     reason = _why_not()
     if reason:
         pytest.skip(reason)
-    out = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=3500, check=False)
+    env = {**os.environ, "BACKEND": backend, "CLUSTER": f"cdseg-{backend}"}
+    out = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=3500, check=False, env=env)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
     assert "checkpoint ok:" in out.stdout and "kind end-to-end: ok" in out.stdout
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,17 +19,3 @@ def step0_run(prepared_dataset: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("run0") / "run"
     run_train(tiny_cfg(prepared_dataset, out, method="mib", task__step=0))
     return out
-
-
-@pytest.fixture()
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No torchrun variables leak into a single-process test; handlers `cdseg` CLI runs install are removed
-    afterwards (they write to the test's captured stderr, closed once the test ends)."""
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    yield
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_cdseg", False):
-            root.removeHandler(handler)
