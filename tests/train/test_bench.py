@@ -16,7 +16,8 @@ def test_bench_train_reports_every_method_and_flops_ratios() -> None:
     rows = {r["method"]: r for r in result["results"]}
     assert set(rows) == {"ft", "mib", "mib-cd", "mib-cd-2fwd"}
     assert rows["ft"]["ratio_to_ft"]["median"] == 1.0 and rows["ft"]["ratio_to_ft"]["rounds"] == 2
-    assert rows["ft"]["cpu_ratio_to_ft"]["median"] == 1.0 and rows["mib-cd"]["cpu_s"] > rows["ft"]["cpu_s"] > 0
+    # CPU seconds are measured, never compared: at this toy size the host's load decides their order
+    assert rows["ft"]["cpu_ratio_to_ft"]["median"] == 1.0 and rows["mib-cd"]["cpu_s"] > 0 and rows["ft"]["cpu_s"] > 0
     ft, mibcd = rows["ft"]["flops_per_step"], rows["mib-cd"]["flops_per_step"]
     # two student fwd+bwd plus one frozen forward: a bit over 2x ft's work, never more than 2.5x
     assert 2.0 < mibcd / ft < 2.5
