@@ -85,7 +85,7 @@ def test_env_vars(echo: None, monkeypatch: pytest.MonkeyPatch) -> None:
     assert CALLS[-1].count == 5
 
 
-def test_every_registered_command_has_help() -> None:
+def test_every_registered_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     """`--help` works on every command whose module exists (all of them once the project is complete)."""
     missing = []
     for path, (module, _) in cli_main.REGISTRY.items():
@@ -94,10 +94,18 @@ def test_every_registered_command_has_help() -> None:
         except ModuleNotFoundError:
             missing.append(path)
             continue
-        proc = subprocess.run([sys.executable, "-m", "cdseg", *path.split(), "--help"], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, f"cdseg {path} --help failed: {proc.stderr[-500:]}"
-        assert "--log-format" in proc.stdout
+        code = cli_main.main([*path.split(), "--help"])
+        out = capsys.readouterr()
+        assert code == 0, f"cdseg {path} --help failed: {out.err[-500:]}"
+        assert "--log-format" in out.out
     assert not missing, f"commands without a module: {missing}"
+
+
+def test_help_through_the_installed_entry_point() -> None:
+    """One real process, as a user types it (the loop above runs in-process to stay fast)."""
+    proc = subprocess.run([sys.executable, "-m", "cdseg", "train", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert "--log-format" in proc.stdout
 
 
 def test_bad_log_settings_are_exit_2(echo: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

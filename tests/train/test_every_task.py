@@ -14,7 +14,9 @@ from train._util import tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
-SHIPPED_TASKS = ("offline", "222a", "321", "6s")
+#: the default tier runs offline and 222a (the demo's task) for every method; 321 and 6s (6 steps) add about
+#: 2 minutes and run with `pytest -m slow`
+SHIPPED_TASKS = ("offline", "222a", pytest.param("321", marks=pytest.mark.slow), pytest.param("6s", marks=pytest.mark.slow))
 
 
 @pytest.mark.parametrize("task", SHIPPED_TASKS)
