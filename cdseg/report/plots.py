@@ -1,4 +1,4 @@
-"""Report figures as PNG: mIoU per step per method, and a per-class IoU heatmap."""
+"""Report figures as PNG: mIoU per step per method, a per-class IoU heatmap, per-class forgetting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cdseg.report.tables import class_order, iou
+from cdseg.report.tables import class_order, forgetting, iou
 
 
 def _pyplot() -> Any:
@@ -63,3 +63,29 @@ def class_heatmap(path: Path, runs: dict[tuple[str, str], dict[int, dict[str, An
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def forgetting_bars(path: Path, runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> bool:
+    """Grouped bars: per old class at each run's last step, IoU when it was learned minus IoU now (points),
+    one bar per (task, method). Returns False (and writes nothing) when no run has old classes yet."""
+    drops = {key: forgetting(steps, max(steps)) for key, steps in runs.items()}
+    drops = {key: d for key, d in drops.items() if d}
+    if not drops:
+        return False
+    names = [c for c in class_order(runs) if any(c in d for d in drops.values())]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) * max(1, len(drops)) / 2 + 3, 3.8), dpi=100)
+    width = 0.8 / len(drops)
+    for i, ((task, method), d) in enumerate(drops.items()):
+        xs = np.arange(len(names)) + (i - (len(drops) - 1) / 2) * width
+        ax.bar(xs, [_pct(d.get(c)) for c in names], width=width, label=f"{method} ({task}, step {max(runs[(task, method)])})")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
+    ax.set_ylabel("forgetting (IoU points)")
+    ax.set_title("Forgetting per old class at the last step (IoU when learned - IoU now; higher is worse)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True

@@ -63,6 +63,8 @@ def build_report(metrics: Sequence[dict[str, Any]], out_dir: str | Path, title: 
     figures = {"miou_per_step.png": "mIoU per step and method", "class_iou.png": "IoU per class and step"}
     plots.miou_per_step(out / "plots" / "miou_per_step.png", runs)
     plots.class_heatmap(out / "plots" / "class_iou.png", runs)
+    if plots.forgetting_bars(out / "plots" / "forgetting.png", runs):
+        figures["forgetting.png"] = "forgetting per old class at the last step"
     sources = [f"- task {m['task']}, method {m.get('method')}, step {m['step']}: `{m.get('_source', '?')}` "
                f"(checkpoint sha256 {str(m['checkpoint'].get('sha256'))[:12]})" for m in metrics]
     intro = (f"{len(metrics)} evaluations of {len(runs)} run(s). Whole test scenes; background is excluded from "

@@ -63,8 +63,15 @@ def test_report_numbers_land_in_the_right_cells(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     assert "| t21 | ft | 1 | 15.00 | 70.00 | 33.33 |" in md
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "<td class=\"num\">63.00</td>" in html
+    assert html.count("data:image/png;base64,") == 3 and "<td class=\"num\">63.00</td>" in html
     assert (out / "plots" / "miou_per_step.png").stat().st_size > 1000
+    assert (out / "plots" / "forgetting.png").stat().st_size > 1000 and "plots/forgetting.png" in md
+
+
+def test_no_forgetting_plot_before_any_class_is_old(tmp_path: Path) -> None:
+    out = build_report([m for m in RUNS if m["step"] == 0], tmp_path / "r")
+    assert not (out / "plots" / "forgetting.png").exists()
+    assert "forgetting.png" not in (out / "report.md").read_text()
 
 
 def test_cli_report_discovers_a_root_and_refuses_duplicates(tmp_path: Path) -> None:
