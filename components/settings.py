@@ -8,6 +8,17 @@ from cdseg import __version__
 #: compile with `install_kfp_package=False` and nothing is downloaded when a pod starts.
 DEFAULT_IMAGE = f"ghcr.io/cdseg/cdseg:{__version__}"
 
+#: The small CPU image (docker/Dockerfile.cpu): the train task's own pod in the job launch modes only
+#: creates and watches the cluster job, so it needs neither CUDA nor a GPU.
+DEFAULT_CPU_IMAGE = f"ghcr.io/cdseg/cdseg-cpu:{__version__}"
+
+#: Pipeline hyper-parameter (dotted TrainConfig key) -> the value that means "the recipe's": a run from the
+#: UI's form trains with the method recipe's (and TrainConfig's) settings unless the user types a value.
+RECIPE_DEFAULT: dict[str, object] = {
+    "trainer.epochs": 0, "trainer.batch_size": 0, "optimizer.lr": 0.0, "trainer.patience": -1,
+    "data.crop_size": 0, "in_channels": 0,
+}
+
 #: Launch modes of the train component: in its own pod, or as a cluster job of a kind (`auto`: whichever
 #: the cluster serves, TrainJob first; see cdseg.launch.backend).
 LAUNCH_MODES = ("local", "auto", "trainjob", "pytorchjob")

@@ -1,5 +1,6 @@
 """`make_pipeline(task)`: prepare -> train(0) -> evaluate(0) -> train(1, prev = train(0)) -> ... -> report."""
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 from kfp import dsl, kubernetes
 from kfp.dsl import Model
 
-from components import DEFAULT_IMAGE, MAX_STEPS
+from components import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, MAX_STEPS, RECIPE_DEFAULT
 from components.evaluate import evaluate
 from components.prepare import prepare
 from components.report import report
@@ -16,7 +17,8 @@ from components.train import train_step
 #: the tasks whose compiled pipeline is checked in (pipelines/compiled/<task>.yaml)
 SHIPPED_TASKS = ("offline", "222a", "321", "6s")
 
-#: pipeline parameter -> TrainConfig option it sets (its default is TrainConfig's, read at compile time)
+#: pipeline parameter -> TrainConfig option it sets; its default, components.RECIPE_DEFAULT's value, leaves the
+#: option to the method recipe (a UI run trains the recipe's budget unless the form says otherwise)
 HPARAMS: dict[str, str] = {
     "epochs": "trainer.epochs",
     "batch_size": "trainer.batch_size",
@@ -28,6 +30,9 @@ HPARAMS: dict[str, str] = {
 
 #: credentials and storage settings every task gets as environment variables (k8s/base: Secret cdseg-s3,
 #: ConfigMap cdseg-defaults), so s3:// URIs work in the component pods as in the trainer pods
+#: the report task only reads metrics.json files and draws a few plots
+REPORT_CPU, REPORT_MEMORY = "500m", "1Gi"
+
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 CONFIG_MAP_KEYS = ("CDSEG_STORAGE__ENDPOINT_URL", "CDSEG_STORAGE__REGION", "CDSEG_METRICS__PUSHGATEWAY")
 
@@ -38,8 +43,6 @@ class BuildOptions:
 
     retries: int = 1                      # retries of every task (train: a preempted node; the step restarts)
     backoff: str = "60s"                  # first retry delay (doubles each time)
-    accelerator_type: str = ""            # e.g. nvidia.com/gpu: GPUs for the train tasks themselves (local mode)
-    accelerator_count: int = 0
     pvc_name: str = ""                    # a PVC mounted in every task (and passed to the training jobs) ...
     pvc_mount: str = "/mnt/cdseg"         # ... at this path; set workdir under it
     import_step0: bool = False            # step 0's checkpoint is imported (parameter step0_model), not trained
@@ -50,10 +53,8 @@ class BuildOptions:
     extra_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/part-of": "cdseg"})
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.accelerator_count < 0:
-            raise ValueError("retries and accelerator_count must be >= 0")
-        if self.accelerator_count and not self.accelerator_type:
-            raise ValueError("accelerator_count needs accelerator_type (e.g. nvidia.com/gpu)")
+        if self.retries < 0:
+            raise ValueError("retries must be >= 0")
 
 
 def num_steps_of(task: str) -> int:
@@ -68,12 +69,8 @@ def num_steps_of(task: str) -> int:
 
 
 def hparam_defaults() -> dict[str, Any]:
-    """Each hyper-parameter's default: TrainConfig's, so the pipeline and `cdseg train` agree."""
-    from cdseg.config.fields import iter_leaf_fields
-    from cdseg.train.config import TrainConfig
-
-    leaves = {leaf.path: leaf for leaf in iter_leaf_fields(TrainConfig)}
-    return {name: leaves[path].info.get_default(call_default_factory=True) for name, path in HPARAMS.items()}
+    """Each hyper-parameter's default: the value that leaves it to the method recipe (components.RECIPE_DEFAULT)."""
+    return {name: RECIPE_DEFAULT[path] for name, path in HPARAMS.items()}
 
 
 def pipeline_name(task: str) -> str:
@@ -89,13 +86,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
     if not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"num_steps={steps} must be in 1..{MAX_STEPS}")
     hp = hparam_defaults()
-    in_channels_default = int(hp["in_channels"] or 0)
 
-    @dsl.pipeline(
-        name=pipeline_name(task),
-        description=f"cdseg: class-incremental segmentation, task {task} ({steps} steps): prepare -> "
-                    f"train/evaluate each step from the previous step's checkpoint -> report",
-    )
     def cdseg_pipeline(
         source: str,
         method: str = "mib-cd",
@@ -104,12 +95,12 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         lr: float = hp["lr"],
         patience: int = hp["patience"],
         crop_size: int = hp["crop_size"],
-        in_channels: int = in_channels_default,
+        in_channels: int = hp["in_channels"],
         train_options: dict = {},  # noqa: B006
         prepare_options: dict = {},  # noqa: B006
         test_options: dict = {},  # noqa: B006
         image: str = DEFAULT_IMAGE,
-        launch_mode: str = "local",
+        launch_mode: str = "auto",
         nproc: int = 1,
         num_workers: int = 0,
         gpus_per_node: int = 0,
@@ -119,32 +110,42 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         workdir: str = "",
         data_uri: str = "",
         job_timeout_s: int = 86400,
-        cpu_limit: str = "4",
-        memory_limit: str = "16Gi",
+        prepare_cpu: str = "4",
+        prepare_memory: str = "16Gi",
+        train_task_cpu: str = "100m",
+        train_task_memory: str = "256Mi",
+        train_task_image: str = DEFAULT_CPU_IMAGE,
+        accelerator_type: str = "nvidia.com/gpu",
+        accelerator_count: int = 0,
+        evaluate_cpu: str = "4",
+        evaluate_memory: str = "16Gi",
         node_selector: dict = {},  # noqa: B006
         tolerations: list = [],  # noqa: B006
-        step0_model: str = "",
         queue: str = "",
         priority_class: str = "",
         pending_timeout_s: int = 1800,
         keep_pushed_metrics: bool = False,
+        step0_model: str = "",  # last: KFP passes the parameters by position, and it is dropped unless used
     ) -> dsl.Artifact:
         """Class-incremental training of one task, step by step, with evaluation and a report.
 
         Args:
             source: the ISPRS release (zips or folders) or generated scenes to prepare: a path or s3:// URI.
             method: training recipe: ft, uft, mib, mib-cd, ft-cd or joint (the offline upper bound).
-            epochs: training epochs per step (the recipe's early stopping and train_options may end it sooner).
-            batch_size: images per iteration and process.
-            lr: the optimizer's learning rate.
-            patience: validations without improvement before early stopping (0: never stop early).
-            crop_size: side of the square training crop (pixels).
-            in_channels: use the first N bands of the prepared data (3: RGB, 4: RGB + infrared).
+            epochs: training epochs per step (0: the recipe's, 100 with early stopping; train_options may end it
+                sooner, e.g. {"trainer.max_iters": 2000}).
+            batch_size: images per iteration and process (0: the recipe's, 8).
+            lr: the optimizer's peak learning rate (0: the recipe's, 0.001).
+            patience: validations without improvement before early stopping (-1: the recipe's, 25; 0: never stop).
+            crop_size: side of the square training crop in pixels (0: the recipe's, 512).
+            in_channels: use the first N bands of the prepared data (3: RGB, 4: RGB + infrared; 0: the recipe's, 3).
             train_options: other cdseg train options as dotted keys, e.g. {"trainer.max_iters": 320}.
             prepare_options: other cdseg prepare options as dotted keys, e.g. {"patch_size": 512}.
             test_options: other cdseg test options as dotted keys, e.g. {"eval.tta": true}.
-            image: container image of every task and of the training jobs.
-            launch_mode: where each step trains: local (in the task's pod), trainjob, pytorchjob or auto.
+            image: container image of the prepare, evaluate and report tasks and of the training jobs.
+            launch_mode: where each step trains: auto (a Kubeflow Trainer TrainJob, else a PyTorchJob, whichever
+                the cluster serves), trainjob, pytorchjob, or local (in the train task's own pod: then raise
+                train_task_cpu / train_task_memory, set train_task_image to image, and accelerator_count for GPUs).
             nproc: training processes per node (torchrun), one per GPU.
             num_workers: training job nodes besides the first (job modes).
             gpus_per_node: GPUs per training job pod (0: CPU with gloo).
@@ -154,12 +155,22 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
             workdir: storage the jobs share with the pipeline: an s3:// prefix or a path on a mounted PVC.
             data_uri: where prepare writes the dataset (empty: a pipeline artifact).
             job_timeout_s: budget of one training step in seconds: the job's deadline and the wait limit.
-            cpu_limit: CPU limit of each pipeline task's own pod.
-            memory_limit: memory limit of each pipeline task's own pod.
+            prepare_cpu: CPU request and limit of the prepare task (it reads and re-tiles the release).
+            prepare_memory: memory request and limit of the prepare task.
+            train_task_cpu: CPU request and limit of each train task's own pod: in the job modes it only
+                creates and watches the job (100m is plenty); with launch_mode=local it trains, e.g. "8".
+            train_task_memory: memory request and limit of each train task's own pod ("16Gi" or more for local).
+            train_task_image: image of each train task's own pod: the small CPU image for the job modes; the
+                project's image (as image) for launch_mode=local.
+            accelerator_type: accelerator resource of the train tasks' own pods (launch_mode=local), e.g.
+                nvidia.com/gpu.
+            accelerator_count: accelerators per train task pod (launch_mode=local; 0: none). The jobs' pods take
+                gpus_per_node instead.
+            evaluate_cpu: CPU request and limit of each evaluate task (whole-scene inference).
+            evaluate_memory: memory request and limit of each evaluate task.
             node_selector: node labels for the training jobs' pods, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100"}.
             tolerations: tolerations (Kubernetes objects) for the training jobs' pods.
-            step0_model: a step-0 checkpoint URI to import instead of training step 0 (pipelines compiled with
-                import_step0 only; ignored otherwise).
+            step0_model: the step-0 checkpoint URI imported instead of training step 0.
             queue: Kueue LocalQueue of the training jobs (empty: none).
             priority_class: PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob) of the jobs.
             pending_timeout_s: fail a step, deleting its job, when its pods have not started by then (seconds).
@@ -169,10 +180,10 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         hparams = {"trainer.epochs": epochs, "trainer.batch_size": batch_size, "optimizer.lr": lr,
                    "trainer.patience": patience, "data.crop_size": crop_size, "in_channels": in_channels}
 
-        def common(t: Any, name: str) -> Any:
+        def common(t: Any, name: str, cpu: Any, memory: Any, task_image: Any = image) -> Any:
             t.set_display_name(name)
-            t.set_container_image(image)
-            t.set_cpu_limit(cpu_limit).set_memory_limit(memory_limit)
+            t.set_container_image(task_image)
+            t.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
             if opts.retries:
                 t.set_retry(num_retries=opts.retries, backoff_duration=opts.backoff, backoff_factor=2.0)
             if not opts.caching:
@@ -187,7 +198,8 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                 kubernetes.add_pod_label(t, key, value)
             return t
 
-        prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare")
+        prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare",
+                      prepare_cpu, prepare_memory)
         data = prep.outputs["dataset"]
         results = []
         prev = None
@@ -206,18 +218,26 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount,
                     queue=queue, priority_class=priority_class, pending_timeout_s=pending_timeout_s, **kwargs,
                 )
-                common(tr, f"train step {k}")
-                if opts.accelerator_type:
-                    tr.set_accelerator_type(opts.accelerator_type).set_accelerator_limit(opts.accelerator_count)
+                common(tr, f"train step {k}", train_task_cpu, train_task_memory, train_task_image)
+                tr.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
                 kubernetes.add_node_selector_json(tr, node_selector)
                 kubernetes.add_toleration_json(tr, tolerations)
                 model = tr.outputs["model"]
             ev = common(evaluate(data=data, model=model, options=test_options, method=method,
-                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), f"evaluate step {k}")
+                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), f"evaluate step {k}",
+                        evaluate_cpu, evaluate_memory)
             results.append(ev.outputs["results"])
             prev = model
         rep = common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=keep_pushed_metrics,
-                            **{f"step_{k}": r for k, r in enumerate(results)}), "report")
+                            **{f"step_{k}": r for k, r in enumerate(results)}), "report", REPORT_CPU, REPORT_MEMORY)
         return rep.outputs["report_dir"]
 
-    return cdseg_pipeline
+    if not opts.import_step0:  # the parameter exists only where it is used
+        sig = inspect.signature(cdseg_pipeline)
+        cdseg_pipeline.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[p for p in sig.parameters.values() if p.name != "step0_model"])
+    return dsl.pipeline(
+        name=pipeline_name(task),
+        description=f"cdseg: class-incremental segmentation, task {task} ({steps} steps): prepare -> "
+                    f"train/evaluate each step from the previous step's checkpoint -> report",
+    )(cdseg_pipeline)

@@ -131,7 +131,9 @@ def run_local(task: str, *, arguments: dict[str, Any], output: str | Path, num_s
 
     if not arguments.get("source"):
         raise ConfigError("the pipeline needs source, the ISPRS release folder (cdseg synth writes one)")
-    if arguments.get("launch_mode", "local") != "local":
+    # the compiled pipeline's default is a cluster job (auto); a local run trains in its own processes
+    arguments = {"launch_mode": "local", **arguments}
+    if arguments["launch_mode"] != "local":
         raise ConfigError(f"launch_mode={arguments['launch_mode']!r}: a local pipeline run trains in its own "
                           "processes; use launch_mode=local (job modes need a cluster: cdseg pipeline submit)")
     out = Path(output).resolve()

@@ -21,9 +21,6 @@ class BuildSection(Section):
 
     retries: int = Field(1, ge=0, description="retries of every task (a preempted node restarts the step)")
     backoff: str = Field("60s", description="delay before the first retry (doubles each time; duration)")
-    accelerator_type: str = Field("", description="accelerator of the train tasks themselves in local launch mode, "
-                                  "e.g. nvidia.com/gpu (pytorchjob mode: the pipeline's gpus_per_node)")
-    accelerator_count: int = Field(0, ge=0, description="accelerators per train task (needs accelerator_type)")
     pvc_name: str = Field("", description="PVC mounted in every task and every PyTorchJob pod (for a PVC workdir)")
     pvc_mount: str = Field("/mnt/cdseg", description="where pvc_name is mounted (path)")
     caching: bool = Field(True, description="KFP execution caching of the tasks")

@@ -26,7 +26,7 @@ from typing import Any
 
 from cdseg.errors import ConfigError
 from components import artifacts
-from components.settings import DEFAULT_IMAGE, LAUNCH_MODES
+from components.settings import DEFAULT_IMAGE, LAUNCH_MODES, RECIPE_DEFAULT
 
 log = logging.getLogger("cdseg.components.train")
 
@@ -73,9 +73,10 @@ class TrainRequest:
         self.gpus_per_node, self.job_timeout_s = int(self.gpus_per_node), int(self.job_timeout_s)
         self.pending_timeout_s = int(self.pending_timeout_s)
         self.options = artifacts.flatten_options(self.options)
-        self.hparams = artifacts.flatten_options(self.hparams)
-        if str(self.hparams.get("in_channels", "")) in ("0", "0.0"):
-            self.hparams["in_channels"] = None  # the pipeline's int parameter spells "every band" as 0
+        # a hyper-parameter left at its "recipe's" value (0, or -1 for patience) is not passed: the method
+        # recipe and TrainConfig decide it, as for `cdseg train` without the option
+        self.hparams = {k: v for k, v in artifacts.flatten_options(self.hparams).items()
+                        if not (k in RECIPE_DEFAULT and _same_number(v, RECIPE_DEFAULT[k]))}
         if self.launch_mode not in LAUNCH_MODES:
             raise ConfigError(f"train: launch_mode={self.launch_mode!r} is not one of {', '.join(LAUNCH_MODES)}")
         if self.step < 0:
@@ -95,6 +96,13 @@ class TrainRequest:
                               "workdir")
         if not self.run_id or "{{" in self.run_id:  # a placeholder the runner did not resolve
             self.run_id = uuid.uuid4().hex[:12]
+
+
+def _same_number(value: Any, unset: object) -> bool:
+    try:
+        return float(value) == float(unset)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def train_config(req: TrainRequest, data_uri: str, prev_uri: str | None, output: str) -> Any:

@@ -71,19 +71,21 @@ def test_chain_of_steps(tmp_path: Path, task_name: str) -> None:
 
 
 def test_parameters_and_defaults(tmp_path: Path) -> None:
-    from cdseg.train.config import TrainConfig
-    from components import DEFAULT_IMAGE
+    from components import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, RECIPE_DEFAULT
+    from pipelines.factory import HPARAMS
 
     spec = compile_docs(tmp_path, "222a")[0]
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert "defaultValue" not in params["source"], "the release has no sensible default: it is required"
     defaults = {k: v.get("defaultValue") for k, v in params.items()}
     assert defaults["method"] == "mib-cd"
-    assert defaults["launch_mode"] == "local"
-    assert defaults["image"] == DEFAULT_IMAGE
-    trainer = TrainConfig.model_fields["trainer"].default_factory()  # type: ignore[misc]
-    assert defaults["epochs"] == trainer.epochs and defaults["batch_size"] == trainer.batch_size
+    assert defaults["launch_mode"] == "auto", "a UI run trains as a cluster job; its train task only watches it"
+    assert defaults["image"] == DEFAULT_IMAGE and defaults["train_task_image"] == DEFAULT_CPU_IMAGE
+    assert (defaults["train_task_cpu"], defaults["train_task_memory"]) == ("100m", "256Mi")
+    # the hyper-parameters default to "the recipe's": nothing the form does not show overrides a recipe
+    assert {name: defaults[name] for name in HPARAMS} == {name: RECIPE_DEFAULT[path] for name, path in HPARAMS.items()}
     assert defaults["train_options"] == {} and defaults["node_selector"] == {} and defaults["tolerations"] == []
+    assert "step0_model" not in params, "only the import_step0 variant takes a step-0 checkpoint"
     # every train task gets the run-time knobs from the pipeline parameters, not constants
     for _, train in tasks_by_step(spec, "train-step").values():
         p = train["inputs"]["parameters"]
@@ -93,26 +95,52 @@ def test_parameters_and_defaults(tmp_path: Path) -> None:
         assert p["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 
 
-def test_executors_install_nothing_and_use_the_image_parameter(tmp_path: Path) -> None:
+def test_the_recipes_values_reach_training_unless_the_form_sets_them() -> None:
+    from components.train.run import TrainRequest, train_config
+
+    unset = TrainRequest(task="222a", step=0, method="mib", hparams={
+        "trainer.epochs": 0, "trainer.batch_size": 0, "optimizer.lr": 0.0, "trainer.patience": -1,
+        "data.crop_size": 0, "in_channels": 0})
+    assert unset.hparams == {}
+    cfg = train_config(unset, "/data", None, "/out")
+    assert (cfg.trainer.epochs, cfg.trainer.patience, cfg.in_channels) == (100, 25, 3)  # TrainConfig's
+    typed = TrainRequest(task="222a", step=0, method="mib", hparams={"trainer.epochs": 3, "trainer.patience": 0})
+    cfg = train_config(typed, "/data", None, "/out")
+    assert (cfg.trainer.epochs, cfg.trainer.patience) == (3, 0)
+
+
+def test_executors_install_nothing_and_each_task_has_its_resources(tmp_path: Path) -> None:
     spec = compile_docs(tmp_path, "222a")[0]
+    param = "{{{{$.inputs.parameters['pipelinechannel--{}']}}}}".format
     for name, executor in spec["deploymentSpec"]["executors"].items():
         container = executor["container"]
         text = " ".join(container["command"])
         assert "pip install" not in text, f"{name} would pip-install at pod start"
-        assert container["image"] == "{{$.inputs.parameters['pipelinechannel--image']}}"
-        assert container["resources"]["resourceCpuLimit"] == "{{$.inputs.parameters['pipelinechannel--cpu_limit']}}"
+        res = container["resources"]
+        kind = name.removeprefix("exec-").rstrip("-0123456789")
+        if kind == "train-step":
+            assert container["image"] == param("train_task_image")
+            assert res["resourceCpuRequest"] == res["resourceCpuLimit"] == param("train_task_cpu")
+            assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == param("train_task_memory")
+            assert res["accelerator"] == {"resourceType": param("accelerator_type"),
+                                          "resourceCount": param("accelerator_count")}
+        elif kind == "report":
+            assert container["image"] == param("image")
+            assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == ("500m", "1Gi")
+        else:
+            assert kind in ("prepare", "evaluate"), name
+            assert container["image"] == param("image") and "accelerator" not in res
+            assert res["resourceCpuRequest"] == res["resourceCpuLimit"] == param(f"{kind}_cpu")
+            assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == param(f"{kind}_memory")
 
 
 def test_retries_and_kubernetes_settings(tmp_path: Path) -> None:
-    docs = compile_docs(tmp_path, "222a", retries=2, accelerator_type="nvidia.com/gpu", accelerator_count=1,
-                        pvc_name="cdseg-work")
+    docs = compile_docs(tmp_path, "222a", retries=2, pvc_name="cdseg-work")
     spec, platform = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, task in spec["root"]["dag"]["tasks"].items():
         assert task["retryPolicy"]["maxRetryCount"] == 2, name
     trains = tasks_by_step(spec, "train-step")
     for name, _ in trains.values():
-        executor = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]["resources"]
-        assert executor["accelerator"]["resourceType"] == "nvidia.com/gpu"
         k8s = platform[f"exec-{name}"]
         assert k8s["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "node_selector"}}
         assert k8s["tolerations"] == [{"tolerationJson": {"componentInputParameter": "tolerations"}}]
@@ -122,6 +150,7 @@ def test_retries_and_kubernetes_settings(tmp_path: Path) -> None:
 
 def test_import_step0_variant(tmp_path: Path) -> None:
     spec = compile_docs(tmp_path, "222a", import_step0=True)[0]
+    assert spec["root"]["inputDefinitions"]["parameters"]["step0_model"]["defaultValue"] == ""
     trains = tasks_by_step(spec, "train-step")
     assert sorted(trains) == [1, 2]
     tasks = spec["root"]["dag"]["tasks"]
