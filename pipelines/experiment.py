@@ -132,6 +132,7 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
         queue: str = "",
         priority_class: str = "",
         pending_timeout_s: int = 1800,
+        keep_pushed_metrics: bool = False,
     ) -> dsl.Artifact:
         """Every cell of the grid (task x method or variant x seed), trained step by step, then one report.
 
@@ -162,6 +163,8 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
             queue: Kueue LocalQueue of the training jobs (empty: none).
             priority_class: PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob) of the jobs.
             pending_timeout_s: fail a step, deleting its job, when its pods have not started by then (seconds).
+            keep_pushed_metrics: keep the evaluation metrics pushed to the Pushgateway (one group per cell and
+                step) after the report (default: the report deletes them).
         """
 
         def common(t: Any, name: str) -> Any:
@@ -187,9 +190,12 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
                 kubernetes.add_pod_label(t, key, value)
             return t
 
+        def cell_run_id(task: str, name: str, seed: Any) -> str:
+            # cell-unique: job names, job storage (workdir/runs/<run id>/) and pushed metrics must not collide
+            return f"{dsl.PIPELINE_JOB_ID_PLACEHOLDER}-{_slug(task)}-{_slug(name)}-s{seed}"
+
         def train(task: str, name: str, step: int, seed: Any, prev: Any) -> Any:
-            # a cell-unique run id: job names and job storage (workdir/runs/<run id>/) must not collide
-            run_id = f"{dsl.PIPELINE_JOB_ID_PLACEHOLDER}-{_slug(task)}-{_slug(name)}-s{seed}"
+            run_id = cell_run_id(task, name, seed)
             kwargs: dict[str, Any] = {"prev_model": prev} if prev is not None else {}
             tr = train_step(
                 task=task, step=step, method=cfg.method_of(name), data=data,
@@ -224,6 +230,7 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
                         results.append(res)
                     more: dict[str, Any] = {"earlier": rows} if rows is not None else {}
                     cell = experiment_cell(task=group.task, name=name, seed=seed, step0_from=group.provider,
+                                           run_id=cell_run_id(group.task, name, seed),
                                            **{f"step_{k}": r for k, r in enumerate(results)}, **more)
                     rows = common(cell, f"rows {group.task} {name}").outputs["rows"]
             more = {"earlier": gathered} if gathered is not None else {}
@@ -232,7 +239,8 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
                 gathered = gather.outputs["rows"]
             else:
                 rep = common(experiment_report(cells=dsl.Collected(rows), tasks=tasks, names=names,
-                                               confidence=cfg.confidence, command=command, **more), "report")
+                                               confidence=cfg.confidence, command=command,
+                                               keep_pushed_metrics=keep_pushed_metrics, **more), "report")
         return rep.outputs["report_dir"]
 
     return cdseg_experiment

@@ -21,6 +21,7 @@ def experiment_cell(
     step_4: Input[Artifact] | None = None,
     step_5: Input[Artifact] | None = None,
     earlier: Input[Artifact] | None = None,
+    run_id: str = "",
 ) -> None:
     """One row per step of a cell (task, method or variant, seed), from its evaluations.
 
@@ -33,6 +34,8 @@ def experiment_cell(
         step_0 .. step_5: the evaluate component's `results` of each step (KFP has no list-of-artifacts input
             outside a ParallelFor fan-in, and no ISPRS task has more than 6 steps).
         earlier: the rows of the cells before this one in the same ParallelFor iteration (one fan-in per loop).
+        run_id: the run id the cell's evaluations pushed their metrics under (kept in its rows for the report,
+            which deletes those groups from the Pushgateway).
     """
     from components.artifacts import setup_logging
     from components.experiment.rows import cell_rows, read_rows, write_rows
@@ -40,7 +43,7 @@ def experiment_cell(
     setup_logging()
     steps = [a.path for a in (step_0, step_1, step_2, step_3, step_4, step_5) if a is not None]
     before = read_rows(earlier.path) if earlier is not None else []
-    write_rows(rows.path, before + cell_rows(task, name, seed, step0_from, steps))
+    write_rows(rows.path, before + cell_rows(task, name, seed, step0_from, steps, run_id))
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -79,6 +82,7 @@ def experiment_report(
     confidence: float = 0.95,
     command: str = "",
     earlier: Input[Artifact] | None = None,
+    keep_pushed_metrics: bool = False,
 ) -> int:
     """The experiment's report, as `cdseg experiment` writes it: report.md, results.json, miou.png.
 
@@ -91,6 +95,8 @@ def experiment_report(
         confidence: level of the confidence intervals.
         command: how the pipeline was compiled (the report's "reproduce with").
         earlier: the rows gathered from every other loop (experiment_gather).
+        keep_pushed_metrics: keep the metrics the cells' evaluations pushed to the Pushgateway (default: delete
+            them once the report is written; a Pushgateway never forgets on its own).
 
     Returns:
         How many rows (cell steps) the report was built from.
@@ -99,12 +105,17 @@ def experiment_report(
 
     from cdseg.experiment.report import write_report
     from components.artifacts import setup_logging
-    from components.experiment.rows import merged, read_rows
+    from components.experiment.rows import merged, read_rows, split_runs
 
     setup_logging()
     groups = [read_rows(a.path) for a in cells] + ([read_rows(earlier.path)] if earlier is not None else [])
-    rows = merged(groups, [str(t) for t in tasks], [str(n) for n in names])
+    rows, runs = split_runs(merged(groups, [str(t) for t in tasks], [str(n) for n in names]))
     page = write_report(rows, [str(n) for n in names], float(confidence), Path(report_dir.path), command)
     Path(summary.path).write_text(page.read_text())
+    if not keep_pushed_metrics:
+        from cdseg.evaluate.run import delete_pushed
+
+        for run in runs:
+            delete_pushed(run)
     report_dir.metadata["rows"] = len(rows)
     return len(rows)

@@ -10,6 +10,8 @@ from typing import Any
 
 #: the file a rows artifact (a cell's, or a fan-in's) holds
 ROWS_FILE = "rows.json"
+#: the key of a row's run id (the Pushgateway grouping key of its evaluation); not part of the report's rows
+RUN_KEY = "run_id"
 
 
 def read_rows(folder: str) -> list[dict[str, Any]]:
@@ -25,8 +27,10 @@ def write_rows(folder: str, rows: Sequence[dict[str, Any]]) -> None:
     (path / ROWS_FILE).write_text(json.dumps(list(rows), indent=1) + "\n")
 
 
-def cell_rows(task: str, name: str, seed: int, step0_from: str, eval_dirs: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per step of a cell, from its evaluate results (folders holding metrics.json, step 0 first)."""
+def cell_rows(task: str, name: str, seed: int, step0_from: str, eval_dirs: Sequence[str],
+              run_id: str = "") -> list[dict[str, Any]]:
+    """One row per step of a cell, from its evaluate results (folders holding metrics.json, step 0 first);
+    `run_id`, the id its evaluations pushed metrics under, rides along as `run_id` (see `split_runs`)."""
     from cdseg.experiment.grid import Cell, row_of
 
     cell = Cell(task, name, int(seed))
@@ -36,8 +40,15 @@ def cell_rows(task: str, name: str, seed: int, step0_from: str, eval_dirs: Seque
         if int(metrics.get("step", step)) != step:
             raise ValueError(f"cell {task}/{name}/seed {seed}: the results given as step {step} are step "
                              f"{metrics.get('step')}'s; connect step k's evaluation to step_{step}")
-        rows.append(row_of(metrics, cell, step, step0_from if step == 0 else name))
+        row = row_of(metrics, cell, step, step0_from if step == 0 else name)
+        rows.append({**row, RUN_KEY: run_id} if run_id else row)
     return rows
+
+
+def split_runs(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows as the report reads them (the local runner's), and the distinct run ids they carried."""
+    runs = sorted({str(r[RUN_KEY]) for r in rows if r.get(RUN_KEY)})
+    return [{k: v for k, v in r.items() if k != RUN_KEY} for r in rows], runs
 
 
 def merged(groups: Sequence[Sequence[dict[str, Any]]], tasks: Sequence[str] = (),

@@ -109,6 +109,9 @@ def test_every_cells_rows_reach_the_report(spec: dict[str, Any]) -> None:
             for k in (1, 2):
                 assert producer(cell, f"step_{k}") == (evals[by[(name, k)]], "results")
             assert cell["inputs"]["parameters"]["seed"] == {"componentInputParameter": "pipelinechannel--seeds-loop-item"}
+            # the id its evaluations pushed metrics under: the step-1 train's (cell-unique, with the seed)
+            run_id = const(cell, "run_id")
+            assert run_id == const(tasks[by[(name, 1)]], "run_id") and "seeds-loop-item" in run_id
         # the cells of an iteration are chained (earlier), and the last one is what the loop hands out
         chained = {producer(c, "earlier")[0] for c in cells.values() if "earlier" in c["inputs"].get("artifacts", {})}
         last = [n for n in cells if n not in chained]
@@ -174,7 +177,7 @@ def _metrics(task: str, step: int, old: list[str], new: list[str], base: float) 
                           "background": {"iou": 0.9, "group": "background"}}}
 
 
-def test_components_write_the_local_runners_report(tmp_path: Path) -> None:
+def test_components_write_the_local_runners_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Evaluations laid out as the local runner's run folders and handed to the components give the same report."""
     from cdseg.experiment.grid import Cell, cells, collect, metrics_uri, step0_providers
     from cdseg.experiment.report import write_report
@@ -211,13 +214,16 @@ def test_components_write_the_local_runners_report(tmp_path: Path) -> None:
                 out = art(tmp_path / f"cell-{n}-{seed}-{name}")
                 cell = Cell("222a", name, seed)
                 experiment_cell.python_func(task="222a", name=name, seed=seed, step0_from=provider, rows=out,
-                                            step_0=eval_dir(cell, 0), step_1=eval_dir(cell, 1), earlier=rows)
+                                            step_0=eval_dir(cell, 0), step_1=eval_dir(cell, 1), earlier=rows,
+                                            run_id=f"run-{name}-s{seed}")
                 rows = out
             iterations.append(rows)
         loop_rows.append(iterations)
     gathered = art(tmp_path / "gathered")
     assert experiment_gather.python_func(cells=loop_rows[0], rows=gathered) == 8
     report_dir, summary = art(tmp_path / "report"), art(tmp_path / "summary.md")
+    deleted: list[str] = []
+    monkeypatch.setattr("cdseg.evaluate.run.delete_pushed", deleted.append)
     n = experiment_report.python_func(cells=loop_rows[1], report_dir=report_dir, summary=summary, tasks=["222a"],
                                       names=cfg.methods, confidence=cfg.confidence, command="cdseg experiment ...",
                                       earlier=gathered)
@@ -226,6 +232,8 @@ def test_components_write_the_local_runners_report(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "report" / "results.json").read_text()) == json.loads((expected / "results.json").read_text())
     assert "mib uses ft's" in (tmp_path / "summary.md").read_text()
     assert report_dir.metadata["rows"] == 12
+    # every cell's pushed evaluation metrics are deleted once the report is written
+    assert deleted == sorted(f"run-{n}-s{s}" for n in cfg.methods for s in cfg.seeds)
 
     # a seed given twice in the run's seeds parameter is refused, not averaged twice
     from cdseg.errors import ConfigError
