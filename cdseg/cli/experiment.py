@@ -43,13 +43,17 @@ def _compile(cfg: ExperimentCommand) -> int:
     from pipelines.experiment import compile_experiment, step0_groups
 
     grid = cfg.grid()
-    command = " ".join(shlex.quote(a) for a in ["cdseg", *sys.argv[1:]])
+    # the report's "reproduce with": the compile command, and where the run's own parameters (seeds, ...) are
+    command = (" ".join(shlex.quote(a) for a in ["cdseg", *sys.argv[1:]]) +
+               "\n# then a run of the compiled pipeline: its parameters (seeds, train_options, ...) are in the run's details")
     path = compile_experiment(grid, cfg.compile_pipeline, options=cfg.build.to_options(), parallelism=cfg.parallelism,
                               command=command)
     for g in step0_groups(grid):
         shared = f" (step 0 of {g.provider}, shared)" if len(g.members) > 1 else ""
         print(f"{g.task}: {', '.join(g.members)}{shared}", file=sys.stderr)
     print(path)
+    print(f"submit: kfp --endpoint URL run create --experiment-name cdseg --package-file {shlex.quote(path)} "
+          "source=RELEASE_URI [seeds='[0,1,2]' ...], or upload it in the Kubeflow Pipelines UI", file=sys.stderr)
     return 0
 
 
