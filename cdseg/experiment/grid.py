@@ -163,12 +163,15 @@ def collect(cfg: ExperimentConfig) -> list[dict[str, Any]]:
             uri = metrics_uri(cfg, source, step)
             if not store.exists(uri):
                 continue
-            m = json.loads(store.read_text(uri))
-            rows.append({
-                "task": cell.task, "name": cell.name, "seed": cell.seed, "step": step,
-                "step0_from": source.name if step == 0 else cell.name,
-                **{g: m["mean"][g]["miou"] for g in ("old", "new", "all")},
-                "new_classes": m["new_classes"], "old_classes": m["old_classes"],
-                "iou": {c: v["iou"] for c, v in m["per_class"].items() if v["group"] in ("old", "new")},
-            })
+            rows.append(row_of(json.loads(store.read_text(uri)), cell, step, source.name if step == 0 else cell.name))
     return rows
+
+
+def row_of(metrics: dict[str, Any], cell: Cell, step: int, step0_from: str) -> dict[str, Any]:
+    """The report's row of one step of a cell, from that step's metrics.json (`cdseg test`'s)."""
+    return {
+        "task": cell.task, "name": cell.name, "seed": cell.seed, "step": step, "step0_from": step0_from,
+        **{g: metrics["mean"][g]["miou"] for g in ("old", "new", "all")},
+        "new_classes": metrics["new_classes"], "old_classes": metrics["old_classes"],
+        "iou": {c: v["iou"] for c, v in metrics["per_class"].items() if v["group"] in ("old", "new")},
+    }

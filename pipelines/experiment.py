@@ -1,0 +1,269 @@
+"""`make_experiment_pipeline(cfg)`: a `cdseg experiment` grid as one Kubeflow pipeline.
+
+    prepare
+    for each task, for each step-0 group (methods whose step 0 trains identically):
+        ParallelFor over the seeds (a run parameter):
+            train(0) of the group -> evaluate(0)
+            for each method of the group: train(1, prev = train(0)) -> evaluate(1) -> ... -> cell rows
+        gather the loop's cells (dsl.Collected), after the loops before it
+    report (cdseg.experiment.report, as the local runner writes it)
+
+Fixed at compile time, because they shape the DAG: the tasks (their step counts), the methods and variants
+(which train tasks exist and which of them share a step-0 model) and the loops' parallelism. Run parameters:
+the seeds, the training and test options every run gets, the source, the image and where training runs.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kfp import dsl, kubernetes
+
+from components.evaluate import evaluate
+from components.experiment import experiment_cell, experiment_gather, experiment_report
+from components.prepare import prepare
+from components.settings import DEFAULT_IMAGE
+from components.train import train_step
+from pipelines.factory import CONFIG_MAP_KEYS, S3_SECRET_KEYS, BuildOptions
+
+#: the dataset stand-in used to resolve the runs' options at compile time (the pipeline prepares its own)
+COMPILE_DATASET = "pipeline://prepare"
+
+
+@dataclass(frozen=True)
+class Step0Group:
+    """Methods of one task whose step 0 is identical: `provider` trains it once per seed, all start from it."""
+
+    task: str
+    provider: str
+    members: tuple[str, ...]
+
+
+def cell_steps() -> int:
+    """How many steps a cell can have: the experiment_cell component's step_<k> inputs."""
+    return sum(1 for name in experiment_cell.component_spec.inputs or {} if re.fullmatch(r"step_\d+", name))
+
+
+def step0_groups(cfg: Any) -> list[Step0Group]:
+    """Per task, the methods grouped by their step 0 (`cdseg.train.config.step0_fingerprint`), in grid order.
+
+    The grouping is the local runner's (`step0_providers`); it does not depend on the seed, so the first
+    seed's stands for every seed the run is given.
+    """
+    from cdseg.experiment.grid import Cell, step0_providers
+
+    providers = step0_providers(cfg.model_copy(update={"dataset": cfg.dataset or COMPILE_DATASET}))
+    groups: list[Step0Group] = []
+    for task in cfg.tasks:
+        members: dict[str, list[str]] = {}
+        for name in cfg.methods:
+            members.setdefault(providers[Cell(task, name, cfg.seeds[0])].name, []).append(name)
+        groups += [Step0Group(task, provider, tuple(names)) for provider, names in members.items()]
+    return groups
+
+
+def test_option_defaults(cfg: Any) -> dict[str, Any]:
+    """The grid's `cdseg test` options (split and the non-default eval options), as dotted keys."""
+    return {"split": cfg.split, **{f"eval.{k}": v for k, v in cfg.eval.model_dump(exclude_defaults=True).items()}}
+
+
+def experiment_name(tasks: list[str]) -> str:
+    """`cdseg-experiment-<tasks>`, DNS-safe."""
+    stem = "-".join(re.sub(r"\.ya?ml$", "", t.rsplit("/", 1)[-1]) for t in tasks)
+    slug = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")
+    return f"cdseg-experiment-{slug}"[:63].rstrip("-")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, parallelism: int = 0,
+                             command: str = "") -> Any:
+    """Build the pipeline of the grid `cfg` (an ExperimentConfig); `parallelism` caps each loop's concurrent seeds."""
+    from cdseg.errors import ConfigError
+    from cdseg.experiment.grid import num_steps
+
+    opts = options or BuildOptions()
+    if parallelism < 0:
+        raise ConfigError(f"--parallelism {parallelism} must be >= 0 (0: every seed of a loop at once)")
+    if opts.import_step0:
+        raise ConfigError("import_step0 is not supported by the experiment pipeline: every cell trains its step 0")
+    limit = cell_steps()
+    steps = {task: num_steps(cfg, task) for task in cfg.tasks}
+    too_long = {t: n for t, n in steps.items() if n > limit}
+    if too_long:
+        raise ConfigError(f"tasks {too_long} have more steps than the experiment pipeline's {limit}; "
+                          f"run fewer with --steps {limit}")
+    groups = step0_groups(cfg)
+    seeds_default = list(cfg.seeds)
+    train_default = dict(cfg.train_options)
+    test_default = test_option_defaults(cfg)
+    names = list(cfg.methods)
+    tasks = list(cfg.tasks)
+    shape = "; ".join(f"{g.task}: {'/'.join(g.members)} from {g.provider}'s step 0" for g in groups)
+
+    @dsl.pipeline(
+        name=experiment_name(tasks),
+        description=f"cdseg experiment: tasks {', '.join(tasks)} x methods {', '.join(names)} x the seeds parameter; "
+                    f"step-0 groups {shape}; one report with statistics over seeds",
+    )
+    def cdseg_experiment(
+        source: str,
+        seeds: list = seeds_default,
+        train_options: dict = train_default,
+        test_options: dict = test_default,
+        prepare_options: dict = {},  # noqa: B006
+        image: str = DEFAULT_IMAGE,
+        launch_mode: str = "local",
+        nproc: int = 1,
+        num_workers: int = 0,
+        gpus_per_node: int = 0,
+        job_cpu: str = "",
+        job_memory: str = "",
+        namespace: str = "",
+        workdir: str = "",
+        data_uri: str = "",
+        job_timeout_s: int = 86400,
+        cpu_limit: str = "4",
+        memory_limit: str = "16Gi",
+        node_selector: dict = {},  # noqa: B006
+        tolerations: list = [],  # noqa: B006
+        queue: str = "",
+        priority_class: str = "",
+        pending_timeout_s: int = 1800,
+        keep_pushed_metrics: bool = False,
+    ) -> dsl.Artifact:
+        """Every cell of the grid (task x method or variant x seed), trained step by step, then one report.
+
+        Args:
+            source: the ISPRS release (zips or folders) or generated scenes to prepare: a path or s3:// URI.
+            seeds: training seeds, e.g. [0, 1, 2, 3, 4]: every method runs once per seed (one ParallelFor
+                iteration per seed); paired comparisons use the seeds both methods finished. Each seed once.
+            train_options: cdseg train options of every run as dotted keys, e.g. {"trainer.max_iters": 320}
+                (default: the compiled --train-options); the compiled variants' options win over them.
+            test_options: cdseg test options of every evaluation as dotted keys (default: the compiled --split
+                and --eval options), e.g. {"split": "val"} to choose settings on validation scenes.
+            prepare_options: other cdseg prepare options as dotted keys, e.g. {"patch_size": 512}.
+            image: container image of every task and of the training jobs.
+            launch_mode: where each step trains: local (in the task's pod), trainjob, pytorchjob or auto.
+            nproc: training processes per node (torchrun), one per GPU.
+            num_workers: training job nodes besides the first (job modes).
+            gpus_per_node: GPUs per training job pod (0: CPU with gloo).
+            job_cpu: CPU limit per training job pod, e.g. "8" (empty: none).
+            job_memory: memory limit per training job pod, e.g. "32Gi" (empty: none).
+            namespace: namespace of the training jobs (empty: the namespace the pipeline runs in).
+            workdir: storage the jobs share with the pipeline: an s3:// prefix or a path on a mounted PVC.
+            data_uri: where prepare writes the dataset (empty: a pipeline artifact).
+            job_timeout_s: budget of one training step in seconds: the job's deadline and the wait limit.
+            cpu_limit: CPU limit of each pipeline task's own pod.
+            memory_limit: memory limit of each pipeline task's own pod.
+            node_selector: node labels for the training jobs' pods, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100"}.
+            tolerations: tolerations (Kubernetes objects) for the training jobs' pods.
+            queue: Kueue LocalQueue of the training jobs (empty: none).
+            priority_class: PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob) of the jobs.
+            pending_timeout_s: fail a step, deleting its job, when its pods have not started by then (seconds).
+            keep_pushed_metrics: keep the evaluation metrics pushed to the Pushgateway (one group per cell and
+                step) after the report (default: the report deletes them).
+        """
+
+        def common(t: Any, name: str) -> Any:
+            # the settings pipelines/factory.py gives every task of the shipped pipelines
+            t.set_display_name(name)
+            t.set_container_image(image)
+            t.set_cpu_limit(cpu_limit).set_memory_limit(memory_limit)
+            # kfp 2.17's set_cpu_limit / set_memory_limit do not record the parameter as an input of the task, so
+            # a task inside a ParallelFor would read a loop input the compiler never declared ("Parent pipeline input
+            # argument 'pipelinechannel--cpu_limit' not found"); set_container_image records its own
+            t.register_pipeline_channels([cpu_limit, memory_limit])
+            if opts.retries:
+                t.set_retry(num_retries=opts.retries, backoff_duration=opts.backoff, backoff_factor=2.0)
+            if not opts.caching:
+                t.set_caching_options(enable_caching=False)
+            if opts.pvc_name:
+                kubernetes.mount_pvc(t, pvc_name=opts.pvc_name, mount_path=opts.pvc_mount)
+            if opts.s3_secret:
+                kubernetes.use_secret_as_env(t, opts.s3_secret, {k: k for k in S3_SECRET_KEYS}, optional=True)
+            if opts.config_map:
+                kubernetes.use_config_map_as_env(t, opts.config_map, {k: k for k in CONFIG_MAP_KEYS}, optional=True)
+            for key, value in opts.extra_labels.items():
+                kubernetes.add_pod_label(t, key, value)
+            return t
+
+        def cell_run_id(task: str, name: str, seed: Any) -> str:
+            # cell-unique: job names, job storage (workdir/runs/<run id>/) and pushed metrics must not collide
+            return f"{dsl.PIPELINE_JOB_ID_PLACEHOLDER}-{_slug(task)}-{_slug(name)}-s{seed}"
+
+        def train(task: str, name: str, step: int, seed: Any, prev: Any) -> Any:
+            run_id = cell_run_id(task, name, seed)
+            kwargs: dict[str, Any] = {"prev_model": prev} if prev is not None else {}
+            tr = train_step(
+                task=task, step=step, method=cfg.method_of(name), data=data,
+                options={**cfg.variants.get(name, {}), "seed": seed}, hparams=train_options,
+                launch_mode=launch_mode, nproc=nproc, image=image, namespace=namespace, workdir=workdir,
+                num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=job_cpu, memory=job_memory,
+                node_selector=node_selector, tolerations=tolerations, job_timeout_s=job_timeout_s, run_id=run_id,
+                pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount, queue=queue, priority_class=priority_class,
+                pending_timeout_s=pending_timeout_s, **kwargs,
+            )
+            common(tr, f"train {task} {name} step {step}")
+            if opts.accelerator_type:
+                tr.set_accelerator_type(opts.accelerator_type).set_accelerator_limit(opts.accelerator_count)
+            kubernetes.add_node_selector_json(tr, node_selector)
+            kubernetes.add_toleration_json(tr, tolerations)
+            ev = evaluate(data=data, model=tr.outputs["model"], options=test_options, method=name, run_id=run_id)
+            common(ev, f"evaluate {task} {name} step {step}")
+            return tr.outputs["model"], ev.outputs["results"]
+
+        prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare")
+        data = prep.outputs["dataset"]
+        gathered = None
+        for i, group in enumerate(groups):
+            label = f"{group.task} {'/'.join(group.members)}"
+            with dsl.ParallelFor(seeds, parallelism=parallelism) as seed:  # no name=: it breaks dsl.Collected
+                model0, results0 = train(group.task, group.provider, 0, seed, None)
+                rows = None
+                for name in group.members:
+                    results, prev = [results0], model0
+                    for k in range(1, steps[group.task]):
+                        prev, res = train(group.task, name, k, seed, prev)
+                        results.append(res)
+                    more: dict[str, Any] = {"earlier": rows} if rows is not None else {}
+                    cell = experiment_cell(task=group.task, name=name, seed=seed, step0_from=group.provider,
+                                           run_id=cell_run_id(group.task, name, seed),
+                                           **{f"step_{k}": r for k, r in enumerate(results)}, **more)
+                    rows = common(cell, f"rows {group.task} {name}").outputs["rows"]
+            more = {"earlier": gathered} if gathered is not None else {}
+            if i < len(groups) - 1:
+                gather = common(experiment_gather(cells=dsl.Collected(rows), **more), f"gather {label}")
+                gathered = gather.outputs["rows"]
+            else:
+                rep = common(experiment_report(cells=dsl.Collected(rows), tasks=tasks, names=names,
+                                               confidence=cfg.confidence, command=command,
+                                               keep_pushed_metrics=keep_pushed_metrics, **more), "report")
+        return rep.outputs["report_dir"]
+
+    return cdseg_experiment
+
+
+def compile_experiment(cfg: Any, path: str, *, options: BuildOptions | None = None, parallelism: int = 0,
+                       command: str = "") -> str:
+    """Compile the grid's pipeline to `path` (written atomically); returns the path."""
+    from pathlib import Path
+
+    from kfp import compiler
+
+    from cdseg.utils.atomic import atomic_file
+
+    out = Path(path)
+    pipeline = make_experiment_pipeline(cfg, options=options, parallelism=parallelism, command=command)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.compiling.yaml")
+    try:
+        compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(tmp))
+        with atomic_file(out, "wb") as handle:
+            handle.write(tmp.read_bytes())  # type: ignore[attr-defined]
+        out.chmod(0o644)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(out)
