@@ -17,14 +17,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
 from components.evaluate import evaluate
 from components.experiment import experiment_cell, experiment_gather, experiment_report
 from components.prepare import prepare
-from components.settings import DEFAULT_IMAGE
+from components.settings import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE
 from components.train import train_step
-from pipelines.factory import CONFIG_MAP_KEYS, S3_SECRET_KEYS, BuildOptions
+from pipelines.factory import REPORT_CPU, REPORT_MEMORY, BuildOptions, task_settings, train_placement
 
 #: the dataset stand-in used to resolve the runs' options at compile time (the pipeline prepares its own)
 COMPILE_DATASET = "pipeline://prepare"
@@ -115,7 +115,7 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
         test_options: dict = test_default,
         prepare_options: dict = {},  # noqa: B006
         image: str = DEFAULT_IMAGE,
-        launch_mode: str = "local",
+        launch_mode: str = "auto",
         nproc: int = 1,
         num_workers: int = 0,
         gpus_per_node: int = 0,
@@ -125,8 +125,15 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
         workdir: str = "",
         data_uri: str = "",
         job_timeout_s: int = 86400,
-        cpu_limit: str = "4",
-        memory_limit: str = "16Gi",
+        prepare_cpu: str = "4",
+        prepare_memory: str = "16Gi",
+        train_task_cpu: str = "100m",
+        train_task_memory: str = "256Mi",
+        train_task_image: str = DEFAULT_CPU_IMAGE,
+        accelerator_type: str = "nvidia.com/gpu",
+        accelerator_count: int = 0,
+        evaluate_cpu: str = "4",
+        evaluate_memory: str = "16Gi",
         node_selector: dict = {},  # noqa: B006
         tolerations: list = [],  # noqa: B006
         queue: str = "",
@@ -145,8 +152,10 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
             test_options: cdseg test options of every evaluation as dotted keys (default: the compiled --split
                 and --eval options), e.g. {"split": "val"} to choose settings on validation scenes.
             prepare_options: other cdseg prepare options as dotted keys, e.g. {"patch_size": 512}.
-            image: container image of every task and of the training jobs.
-            launch_mode: where each step trains: local (in the task's pod), trainjob, pytorchjob or auto.
+            image: container image of the prepare, evaluate and report tasks and of the training jobs.
+            launch_mode: where each step trains: auto (a Kubeflow Trainer TrainJob, else a PyTorchJob, whichever
+                the cluster serves), trainjob, pytorchjob, or local (in the train task's own pod: then raise
+                train_task_cpu / train_task_memory, set train_task_image to image, and accelerator_count for GPUs).
             nproc: training processes per node (torchrun), one per GPU.
             num_workers: training job nodes besides the first (job modes).
             gpus_per_node: GPUs per training job pod (0: CPU with gloo).
@@ -156,8 +165,19 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
             workdir: storage the jobs share with the pipeline: an s3:// prefix or a path on a mounted PVC.
             data_uri: where prepare writes the dataset (empty: a pipeline artifact).
             job_timeout_s: budget of one training step in seconds: the job's deadline and the wait limit.
-            cpu_limit: CPU limit of each pipeline task's own pod.
-            memory_limit: memory limit of each pipeline task's own pod.
+            prepare_cpu: CPU request and limit of the prepare task (it reads and re-tiles the release).
+            prepare_memory: memory request and limit of the prepare task.
+            train_task_cpu: CPU request and limit of each train task's own pod: in the job modes it only
+                creates and watches the job (100m is plenty); with launch_mode=local it trains, e.g. "8".
+            train_task_memory: memory request and limit of each train task's own pod ("16Gi" or more for local).
+            train_task_image: image of each train task's own pod: the small CPU image for the job modes; the
+                project's image (as image) for launch_mode=local.
+            accelerator_type: accelerator resource of the train tasks' own pods (launch_mode=local), e.g.
+                nvidia.com/gpu.
+            accelerator_count: accelerators per train task pod (launch_mode=local; 0: none). The jobs' pods take
+                gpus_per_node instead.
+            evaluate_cpu: CPU request and limit of each evaluate task (whole-scene inference).
+            evaluate_memory: memory request and limit of each evaluate task.
             node_selector: node labels for the training jobs' pods, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100"}.
             tolerations: tolerations (Kubernetes objects) for the training jobs' pods.
             queue: Kueue LocalQueue of the training jobs (empty: none).
@@ -167,28 +187,8 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
                 step) after the report (default: the report deletes them).
         """
 
-        def common(t: Any, name: str) -> Any:
-            # the settings pipelines/factory.py gives every task of the shipped pipelines
-            t.set_display_name(name)
-            t.set_container_image(image)
-            t.set_cpu_limit(cpu_limit).set_memory_limit(memory_limit)
-            # kfp 2.17's set_cpu_limit / set_memory_limit do not record the parameter as an input of the task, so
-            # a task inside a ParallelFor would read a loop input the compiler never declared ("Parent pipeline input
-            # argument 'pipelinechannel--cpu_limit' not found"); set_container_image records its own
-            t.register_pipeline_channels([cpu_limit, memory_limit])
-            if opts.retries:
-                t.set_retry(num_retries=opts.retries, backoff_duration=opts.backoff, backoff_factor=2.0)
-            if not opts.caching:
-                t.set_caching_options(enable_caching=False)
-            if opts.pvc_name:
-                kubernetes.mount_pvc(t, pvc_name=opts.pvc_name, mount_path=opts.pvc_mount)
-            if opts.s3_secret:
-                kubernetes.use_secret_as_env(t, opts.s3_secret, {k: k for k in S3_SECRET_KEYS}, optional=True)
-            if opts.config_map:
-                kubernetes.use_config_map_as_env(t, opts.config_map, {k: k for k in CONFIG_MAP_KEYS}, optional=True)
-            for key, value in opts.extra_labels.items():
-                kubernetes.add_pod_label(t, key, value)
-            return t
+        def common(t: Any, name: str, cpu: Any = REPORT_CPU, memory: Any = REPORT_MEMORY, task_image: Any = image) -> Any:
+            return task_settings(t, opts, name=name, image=task_image, cpu=cpu, memory=memory)
 
         def cell_run_id(task: str, name: str, seed: Any) -> str:
             # cell-unique: job names, job storage (workdir/runs/<run id>/) and pushed metrics must not collide
@@ -206,16 +206,14 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
                 pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount, queue=queue, priority_class=priority_class,
                 pending_timeout_s=pending_timeout_s, **kwargs,
             )
-            common(tr, f"train {task} {name} step {step}")
-            if opts.accelerator_type:
-                tr.set_accelerator_type(opts.accelerator_type).set_accelerator_limit(opts.accelerator_count)
-            kubernetes.add_node_selector_json(tr, node_selector)
-            kubernetes.add_toleration_json(tr, tolerations)
+            common(tr, f"train {task} {name} step {step}", train_task_cpu, train_task_memory, train_task_image)
+            train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)
             ev = evaluate(data=data, model=tr.outputs["model"], options=test_options, method=name, run_id=run_id)
-            common(ev, f"evaluate {task} {name} step {step}")
+            common(ev, f"evaluate {task} {name} step {step}", evaluate_cpu, evaluate_memory)
             return tr.outputs["model"], ev.outputs["results"]
 
-        prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare")
+        prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare",
+                      prepare_cpu, prepare_memory)
         data = prep.outputs["dataset"]
         gathered = None
         for i, group in enumerate(groups):

@@ -7,6 +7,7 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Model
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, MAX_STEPS, RECIPE_DEFAULT
 from components.evaluate import evaluate
@@ -55,6 +56,46 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if self.retries < 0:
             raise ValueError("retries must be >= 0")
+
+
+def task_settings(t: Any, opts: BuildOptions, *, name: str, image: Any, cpu: Any, memory: Any) -> Any:
+    """What every task of cdseg's pipelines gets: name, image, requests = limits, retries, caching, the PVC,
+    the optional S3 Secret and defaults ConfigMap as env, and the pod labels."""
+    t.set_display_name(name)
+    t.set_container_image(image)
+    t.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    # kfp 2.17's resource setters do not record a parameter as an input of the task: inside a ParallelFor
+    # the task would then read a loop input the compiler never declared ("Parent pipeline input argument
+    # 'pipelinechannel--...' not found"); set_container_image records its own
+    _register(t, cpu, memory)
+    if opts.retries:
+        t.set_retry(num_retries=opts.retries, backoff_duration=opts.backoff, backoff_factor=2.0)
+    if not opts.caching:
+        t.set_caching_options(enable_caching=False)
+    if opts.pvc_name:
+        kubernetes.mount_pvc(t, pvc_name=opts.pvc_name, mount_path=opts.pvc_mount)
+    if opts.s3_secret:
+        kubernetes.use_secret_as_env(t, opts.s3_secret, {k: k for k in S3_SECRET_KEYS}, optional=True)
+    if opts.config_map:
+        kubernetes.use_config_map_as_env(t, opts.config_map, {k: k for k in CONFIG_MAP_KEYS}, optional=True)
+    for key, value in opts.extra_labels.items():
+        kubernetes.add_pod_label(t, key, value)
+    return t
+
+
+def train_placement(t: Any, accelerator_type: Any, accelerator_count: Any, node_selector: Any, tolerations: Any) -> Any:
+    """A train task's accelerators (its own pod, launch_mode=local) and the placement its jobs share."""
+    t.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+    _register(t, accelerator_type, accelerator_count)
+    kubernetes.add_node_selector_json(t, node_selector)
+    kubernetes.add_toleration_json(t, tolerations)
+    return t
+
+
+def _register(t: Any, *values: Any) -> None:
+    channels = [v for v in values if isinstance(v, PipelineChannel)]
+    if channels:
+        t.register_pipeline_channels(channels)
 
 
 def num_steps_of(task: str) -> int:
@@ -181,22 +222,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                    "trainer.patience": patience, "data.crop_size": crop_size, "in_channels": in_channels}
 
         def common(t: Any, name: str, cpu: Any, memory: Any, task_image: Any = image) -> Any:
-            t.set_display_name(name)
-            t.set_container_image(task_image)
-            t.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
-            if opts.retries:
-                t.set_retry(num_retries=opts.retries, backoff_duration=opts.backoff, backoff_factor=2.0)
-            if not opts.caching:
-                t.set_caching_options(enable_caching=False)
-            if opts.pvc_name:
-                kubernetes.mount_pvc(t, pvc_name=opts.pvc_name, mount_path=opts.pvc_mount)
-            if opts.s3_secret:
-                kubernetes.use_secret_as_env(t, opts.s3_secret, {k: k for k in S3_SECRET_KEYS}, optional=True)
-            if opts.config_map:
-                kubernetes.use_config_map_as_env(t, opts.config_map, {k: k for k in CONFIG_MAP_KEYS}, optional=True)
-            for key, value in opts.extra_labels.items():
-                kubernetes.add_pod_label(t, key, value)
-            return t
+            return task_settings(t, opts, name=name, image=task_image, cpu=cpu, memory=memory)
 
         prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare",
                       prepare_cpu, prepare_memory)
@@ -219,9 +245,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                     queue=queue, priority_class=priority_class, pending_timeout_s=pending_timeout_s, **kwargs,
                 )
                 common(tr, f"train step {k}", train_task_cpu, train_task_memory, train_task_image)
-                tr.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
-                kubernetes.add_node_selector_json(tr, node_selector)
-                kubernetes.add_toleration_json(tr, tolerations)
+                train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)
                 model = tr.outputs["model"]
             ev = common(evaluate(data=data, model=model, options=test_options, method=method,
                                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), f"evaluate step {k}",
