@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +193,43 @@ def test_pushgateway_admits_only_cdseg_pods_and_prometheus() -> None:
     assert prometheus and prometheus[0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
 
 
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and Exists / DoesNotExist / In expressions) against pod labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        op, key = e["operator"], e["key"]
+        if (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels) \
+                or (op == "In" and labels.get(key) not in e["values"]):
+            return False
+    return True
+
+
+def test_trainjob_pods_are_scraped_on_the_metrics_port_by_relabelling() -> None:
+    from cdseg.launch.spec import JobSpec
+
+    monitors = {o["metadata"]["name"]: o for o in kustomize("k8s/base") if o["kind"] == "PodMonitor"}
+    trainjob = _launch_jobs()[3][1]
+    replicated = trainjob["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    # the Trainer adds the JobSet labels to the pods it creates; the rest are the launcher's
+    pod_labels = {**replicated["template"]["spec"]["template"]["metadata"]["labels"],
+                  "jobset.sigs.k8s.io/jobset-name": trainjob["metadata"]["name"]}
+    monitor = monitors["cdseg-trainjob"]
+    assert _selects(monitor["spec"]["selector"], pod_labels)
+    assert replicated["name"] == "node", "the relabelling keeps the container called node"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert "port" not in endpoint and "portNumber" not in endpoint  # a TrainJob pod declares no ports
+    address = next(r for r in endpoint["relabelings"] if r.get("targetLabel") == "__address__")
+    port = next(f.default for f in dataclasses.fields(JobSpec) if f.name == "metrics_port")
+    assert address["replacement"] == f"${{1}}:{port}"
+    # a PyTorchJob pod (named ports) is scraped by cdseg-trainer only, never twice
+    master = _launch_jobs()[2][1]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"]
+    assert not _selects(monitor["spec"]["selector"], master)
+    assert monitor["spec"]["podTargetLabels"] == monitors["cdseg-trainer"]["spec"]["podTargetLabels"]
+
+
 def test_podmonitor_scrapes_the_trainer_metrics_port() -> None:
-    monitor = next(o for o in kustomize("k8s/base") if o["kind"] == "PodMonitor")
+    monitor = next(o for o in kustomize("k8s/base") if o["kind"] == "PodMonitor" and o["metadata"]["name"] == "cdseg-trainer")
     job = _launch_jobs()[2][1]
     template = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
     for key, value in monitor["spec"]["selector"]["matchLabels"].items():
