@@ -24,7 +24,34 @@ from components.experiment import experiment_cell, experiment_gather, experiment
 from components.prepare import prepare
 from components.settings import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE
 from components.train import train_step
-from pipelines.factory import REPORT_CPU, REPORT_MEMORY, BuildOptions, task_settings, train_placement
+from pipelines.factory import (
+    REPORT_CPU,
+    REPORT_MEMORY,
+    BuildOptions,
+    task_settings,
+    train_placement,
+    with_param_docs,
+)
+
+#: descriptions of the experiment pipeline's own run parameters (the shared ones: pipelines.factory.PARAM_DOCS)
+EXPERIMENT_DOCS: dict[str, str] = {
+    "seeds": (
+        "training seeds, e.g. [0, 1, 2, 3, 4]: every method runs once per seed (one ParallelFor iteration "
+        "per seed); paired comparisons use the seeds both methods finished. Each seed once."
+    ),
+    "train_options": (
+        "cdseg train options of every run as dotted keys, e.g. {\"trainer.max_iters\": 320} (default: the "
+        "compiled --train-options); the compiled variants' options win over them."
+    ),
+    "test_options": (
+        "cdseg test options of every evaluation as dotted keys (default: the compiled --split and --eval "
+        "options), e.g. {\"split\": \"val\"} to choose settings on validation scenes."
+    ),
+    "keep_pushed_metrics": (
+        "keep the evaluation metrics pushed to the Pushgateway (one group per cell and step) after the "
+        "report (default: the report deletes them)."
+    ),
+}
 
 #: the dataset stand-in used to resolve the runs' options at compile time (the pipeline prepares its own)
 COMPILE_DATASET = "pipeline://prepare"
@@ -103,11 +130,6 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
     tasks = list(cfg.tasks)
     shape = "; ".join(f"{g.task}: {'/'.join(g.members)} from {g.provider}'s step 0" for g in groups)
 
-    @dsl.pipeline(
-        name=experiment_name(tasks),
-        description=f"cdseg experiment: tasks {', '.join(tasks)} x methods {', '.join(names)} x the seeds parameter; "
-                    f"step-0 groups {shape}; one report with statistics over seeds",
-    )
     def cdseg_experiment(
         source: str,
         seeds: list = seeds_default,
@@ -141,51 +163,7 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
         pending_timeout_s: int = 1800,
         keep_pushed_metrics: bool = False,
     ) -> dsl.Artifact:
-        """Every cell of the grid (task x method or variant x seed), trained step by step, then one report.
-
-        Args:
-            source: the ISPRS release (zips or folders) or generated scenes to prepare: a path or s3:// URI.
-            seeds: training seeds, e.g. [0, 1, 2, 3, 4]: every method runs once per seed (one ParallelFor
-                iteration per seed); paired comparisons use the seeds both methods finished. Each seed once.
-            train_options: cdseg train options of every run as dotted keys, e.g. {"trainer.max_iters": 320}
-                (default: the compiled --train-options); the compiled variants' options win over them.
-            test_options: cdseg test options of every evaluation as dotted keys (default: the compiled --split
-                and --eval options), e.g. {"split": "val"} to choose settings on validation scenes.
-            prepare_options: other cdseg prepare options as dotted keys, e.g. {"patch_size": 512}.
-            image: container image of the prepare, evaluate and report tasks and of the training jobs.
-            launch_mode: where each step trains: auto (a Kubeflow Trainer TrainJob, else a PyTorchJob, whichever
-                the cluster serves), trainjob, pytorchjob, or local (in the train task's own pod: then raise
-                train_task_cpu / train_task_memory, set train_task_image to image, and accelerator_count for GPUs).
-            nproc: training processes per node (torchrun), one per GPU.
-            num_workers: training job nodes besides the first (job modes).
-            gpus_per_node: GPUs per training job pod (0: CPU with gloo).
-            job_cpu: CPU limit per training job pod, e.g. "8" (empty: none).
-            job_memory: memory limit per training job pod, e.g. "32Gi" (empty: none).
-            namespace: namespace of the training jobs (empty: the namespace the pipeline runs in).
-            workdir: storage the jobs share with the pipeline: an s3:// prefix or a path on a mounted PVC.
-            data_uri: where prepare writes the dataset (empty: a pipeline artifact).
-            job_timeout_s: budget of one training step in seconds: the job's deadline and the wait limit.
-            prepare_cpu: CPU request and limit of the prepare task (it reads and re-tiles the release).
-            prepare_memory: memory request and limit of the prepare task.
-            train_task_cpu: CPU request and limit of each train task's own pod: in the job modes it only
-                creates and watches the job (100m is plenty); with launch_mode=local it trains, e.g. "8".
-            train_task_memory: memory request and limit of each train task's own pod ("16Gi" or more for local).
-            train_task_image: image of each train task's own pod: the small CPU image for the job modes; the
-                project's image (as image) for launch_mode=local.
-            accelerator_type: accelerator resource of the train tasks' own pods (launch_mode=local), e.g.
-                nvidia.com/gpu.
-            accelerator_count: accelerators per train task pod (launch_mode=local; 0: none). The jobs' pods take
-                gpus_per_node instead.
-            evaluate_cpu: CPU request and limit of each evaluate task (whole-scene inference).
-            evaluate_memory: memory request and limit of each evaluate task.
-            node_selector: node labels for the training jobs' pods, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100"}.
-            tolerations: tolerations (Kubernetes objects) for the training jobs' pods.
-            queue: Kueue LocalQueue of the training jobs (empty: none).
-            priority_class: PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob) of the jobs.
-            pending_timeout_s: fail a step, deleting its job, when its pods have not started by then (seconds).
-            keep_pushed_metrics: keep the evaluation metrics pushed to the Pushgateway (one group per cell and
-                step) after the report (default: the report deletes them).
-        """
+        # the docstring (the UI's parameter descriptions) is built from PARAM_DOCS and EXPERIMENT_DOCS
 
         def common(t: Any, name: str, cpu: Any = REPORT_CPU, memory: Any = REPORT_MEMORY, task_image: Any = image) -> Any:
             return task_settings(t, opts, name=name, image=task_image, cpu=cpu, memory=memory)
@@ -241,7 +219,13 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
                                                keep_pushed_metrics=keep_pushed_metrics, **more), "report")
         return rep.outputs["report_dir"]
 
-    return cdseg_experiment
+    with_param_docs(cdseg_experiment, "Every cell of the grid (task x method or variant x seed), trained step by "
+                    "step, then one report.", EXPERIMENT_DOCS)
+    return dsl.pipeline(
+        name=experiment_name(tasks),
+        description=f"cdseg experiment: tasks {', '.join(tasks)} x methods {', '.join(names)} x the seeds parameter; "
+                    f"step-0 groups {shape}; one report with statistics over seeds",
+    )(cdseg_experiment)
 
 
 def compile_experiment(cfg: Any, path: str, *, options: BuildOptions | None = None, parallelism: int = 0,

@@ -58,6 +58,85 @@ class BuildOptions:
             raise ValueError("retries must be >= 0")
 
 
+#: descriptions of the run parameters the task pipeline and the experiment pipeline share (the UI shows them)
+PARAM_DOCS: dict[str, str] = {
+    "source": "the ISPRS release (zips or folders) or generated scenes to prepare: a path or s3:// URI.",
+    "prepare_options": "other cdseg prepare options as dotted keys, e.g. {\"patch_size\": 512}.",
+    "image": "container image of the prepare, evaluate and report tasks and of the training jobs.",
+    "launch_mode": (
+        "where each step trains: auto (a Kubeflow Trainer TrainJob, else a PyTorchJob, whichever the "
+        "cluster serves), trainjob, pytorchjob, or local (in the train task's own pod: then raise "
+        "train_task_cpu / train_task_memory, set train_task_image to image, and accelerator_count for "
+        "GPUs)."
+    ),
+    "nproc": "training processes per node (torchrun), one per GPU.",
+    "num_workers": "training job nodes besides the first (job modes).",
+    "gpus_per_node": "GPUs per training job pod (0: CPU with gloo).",
+    "job_cpu": "CPU limit per training job pod, e.g. \"8\" (empty: none).",
+    "job_memory": "memory limit per training job pod, e.g. \"32Gi\" (empty: none).",
+    "namespace": "namespace of the training jobs (empty: the namespace the pipeline runs in).",
+    "workdir": "storage the jobs share with the pipeline: an s3:// prefix or a path on a mounted PVC.",
+    "data_uri": "where prepare writes the dataset (empty: a pipeline artifact).",
+    "job_timeout_s": "budget of one training step in seconds: the job's deadline and the wait limit.",
+    "prepare_cpu": "CPU request and limit of the prepare task (it reads and re-tiles the release).",
+    "prepare_memory": "memory request and limit of the prepare task.",
+    "train_task_cpu": (
+        "CPU request and limit of each train task's own pod: in the job modes it only creates and watches "
+        "the job (100m is plenty); with launch_mode=local it trains, e.g. \"8\"."
+    ),
+    "train_task_memory": "memory request and limit of each train task's own pod (\"16Gi\" or more for local).",
+    "train_task_image": (
+        "image of each train task's own pod: the small CPU image for the job modes; the project's image "
+        "(as image) for launch_mode=local."
+    ),
+    "accelerator_type": "accelerator resource of the train tasks' own pods (launch_mode=local), e.g. nvidia.com/gpu.",
+    "accelerator_count": (
+        "accelerators per train task pod (launch_mode=local; 0: none). The jobs' pods take gpus_per_node "
+        "instead."
+    ),
+    "evaluate_cpu": "CPU request and limit of each evaluate task (whole-scene inference).",
+    "evaluate_memory": "memory request and limit of each evaluate task.",
+    "node_selector": "node labels for the training jobs' pods, e.g. {\"nvidia.com/gpu.product\": \"NVIDIA-H100\"}.",
+    "tolerations": "tolerations (Kubernetes objects) for the training jobs' pods.",
+    "queue": "Kueue LocalQueue of the training jobs (empty: none).",
+    "priority_class": "PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob) of the jobs.",
+    "pending_timeout_s": "fail a step, deleting its job, when its pods have not started by then (seconds).",
+}
+
+#: descriptions of the task pipeline's own run parameters
+PIPELINE_DOCS: dict[str, str] = {
+    "method": "training recipe: ft, uft, mib, mib-cd, ft-cd or joint (the offline upper bound).",
+    "epochs": (
+        "training epochs per step (0: the recipe's, 100 with early stopping; train_options may end it "
+        "sooner, e.g. {\"trainer.max_iters\": 2000})."
+    ),
+    "batch_size": "images per iteration and process (0: the recipe's, 8).",
+    "lr": "the optimizer's peak learning rate (0: the recipe's, 0.001).",
+    "patience": "validations without improvement before early stopping (-1: the recipe's, 25; 0: never stop).",
+    "crop_size": "side of the square training crop in pixels (0: the recipe's, 512).",
+    "in_channels": "use the first N bands of the prepared data (3: RGB, 4: RGB + infrared; 0: the recipe's, 3).",
+    "train_options": "other cdseg train options as dotted keys, e.g. {\"trainer.max_iters\": 320}.",
+    "test_options": "other cdseg test options as dotted keys, e.g. {\"eval.tta\": true}.",
+    "step0_model": "the step-0 checkpoint URI imported instead of training step 0.",
+    "keep_pushed_metrics": (
+        "keep the evaluation metrics pushed to the Pushgateway after the report (default: the report "
+        "deletes this run's groups)."
+    ),
+}
+
+
+def with_param_docs(func: Any, summary: str, own: dict[str, str]) -> Any:
+    """Give a pipeline function its docstring: `summary` and an Args entry per parameter (KFP reads the
+    descriptions from it), from `own` and the shared PARAM_DOCS; a parameter without one is a bug."""
+    names = list(inspect.signature(func).parameters)
+    docs = {**PARAM_DOCS, **own}
+    missing = [n for n in names if n not in docs]
+    if missing:
+        raise RuntimeError(f"pipeline parameters {missing} have no description; add them to PARAM_DOCS or its own")
+    func.__doc__ = summary + "\n\nArgs:\n" + "\n".join(f"    {n}: {docs[n]}" for n in names)
+    return func
+
+
 def task_settings(t: Any, opts: BuildOptions, *, name: str, image: Any, cpu: Any, memory: Any) -> Any:
     """What every task of cdseg's pipelines gets: name, image, requests = limits, retries, caching, the PVC,
     the optional S3 Secret and defaults ConfigMap as env, and the pod labels."""
@@ -168,56 +247,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         keep_pushed_metrics: bool = False,
         step0_model: str = "",  # last: KFP passes the parameters by position, and it is dropped unless used
     ) -> dsl.Artifact:
-        """Class-incremental training of one task, step by step, with evaluation and a report.
-
-        Args:
-            source: the ISPRS release (zips or folders) or generated scenes to prepare: a path or s3:// URI.
-            method: training recipe: ft, uft, mib, mib-cd, ft-cd or joint (the offline upper bound).
-            epochs: training epochs per step (0: the recipe's, 100 with early stopping; train_options may end it
-                sooner, e.g. {"trainer.max_iters": 2000}).
-            batch_size: images per iteration and process (0: the recipe's, 8).
-            lr: the optimizer's peak learning rate (0: the recipe's, 0.001).
-            patience: validations without improvement before early stopping (-1: the recipe's, 25; 0: never stop).
-            crop_size: side of the square training crop in pixels (0: the recipe's, 512).
-            in_channels: use the first N bands of the prepared data (3: RGB, 4: RGB + infrared; 0: the recipe's, 3).
-            train_options: other cdseg train options as dotted keys, e.g. {"trainer.max_iters": 320}.
-            prepare_options: other cdseg prepare options as dotted keys, e.g. {"patch_size": 512}.
-            test_options: other cdseg test options as dotted keys, e.g. {"eval.tta": true}.
-            image: container image of the prepare, evaluate and report tasks and of the training jobs.
-            launch_mode: where each step trains: auto (a Kubeflow Trainer TrainJob, else a PyTorchJob, whichever
-                the cluster serves), trainjob, pytorchjob, or local (in the train task's own pod: then raise
-                train_task_cpu / train_task_memory, set train_task_image to image, and accelerator_count for GPUs).
-            nproc: training processes per node (torchrun), one per GPU.
-            num_workers: training job nodes besides the first (job modes).
-            gpus_per_node: GPUs per training job pod (0: CPU with gloo).
-            job_cpu: CPU limit per training job pod, e.g. "8" (empty: none).
-            job_memory: memory limit per training job pod, e.g. "32Gi" (empty: none).
-            namespace: namespace of the training jobs (empty: the namespace the pipeline runs in).
-            workdir: storage the jobs share with the pipeline: an s3:// prefix or a path on a mounted PVC.
-            data_uri: where prepare writes the dataset (empty: a pipeline artifact).
-            job_timeout_s: budget of one training step in seconds: the job's deadline and the wait limit.
-            prepare_cpu: CPU request and limit of the prepare task (it reads and re-tiles the release).
-            prepare_memory: memory request and limit of the prepare task.
-            train_task_cpu: CPU request and limit of each train task's own pod: in the job modes it only
-                creates and watches the job (100m is plenty); with launch_mode=local it trains, e.g. "8".
-            train_task_memory: memory request and limit of each train task's own pod ("16Gi" or more for local).
-            train_task_image: image of each train task's own pod: the small CPU image for the job modes; the
-                project's image (as image) for launch_mode=local.
-            accelerator_type: accelerator resource of the train tasks' own pods (launch_mode=local), e.g.
-                nvidia.com/gpu.
-            accelerator_count: accelerators per train task pod (launch_mode=local; 0: none). The jobs' pods take
-                gpus_per_node instead.
-            evaluate_cpu: CPU request and limit of each evaluate task (whole-scene inference).
-            evaluate_memory: memory request and limit of each evaluate task.
-            node_selector: node labels for the training jobs' pods, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100"}.
-            tolerations: tolerations (Kubernetes objects) for the training jobs' pods.
-            step0_model: the step-0 checkpoint URI imported instead of training step 0.
-            queue: Kueue LocalQueue of the training jobs (empty: none).
-            priority_class: PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob) of the jobs.
-            pending_timeout_s: fail a step, deleting its job, when its pods have not started by then (seconds).
-            keep_pushed_metrics: keep the evaluation metrics pushed to the Pushgateway after the report
-                (default: the report deletes this run's groups).
-        """
+        # the docstring (the UI's parameter descriptions) is built from PARAM_DOCS and PIPELINE_DOCS below
         hparams = {"trainer.epochs": epochs, "trainer.batch_size": batch_size, "optimizer.lr": lr,
                    "trainer.patience": patience, "data.crop_size": crop_size, "in_channels": in_channels}
 
@@ -260,6 +290,8 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         sig = inspect.signature(cdseg_pipeline)
         cdseg_pipeline.__signature__ = sig.replace(  # type: ignore[attr-defined]
             parameters=[p for p in sig.parameters.values() if p.name != "step0_model"])
+    with_param_docs(cdseg_pipeline, "Class-incremental training of one task, step by step, with evaluation and a "
+                    "report.", PIPELINE_DOCS)
     return dsl.pipeline(
         name=pipeline_name(task),
         description=f"cdseg: class-incremental segmentation, task {task} ({steps} steps): prepare -> "
