@@ -25,10 +25,15 @@ def compiled_name(task: str) -> str:
 def compile_task(task: str, output_dir: str | Path = COMPILED_DIR, *, options: BuildOptions | None = None,
                  num_steps: int | None = None) -> Path:
     """Compile `task`'s pipeline to `<output_dir>/<task>.yaml` (written atomically) and return the path."""
-    from cdseg.utils.atomic import atomic_file
-
     out = Path(output_dir) / compiled_name(task)
     pipeline = make_pipeline(task, num_steps=num_steps, options=options)  # an unknown task fails before any mkdir
+    return write_compiled(pipeline, out)
+
+
+def write_compiled(pipeline: Any, out: Path) -> Path:
+    """Compile `pipeline` to `out`, atomically (a failed compile leaves no file and no partial one)."""
+    from cdseg.utils.atomic import atomic_file
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.compiling.yaml")
     try:

@@ -233,19 +233,7 @@ def compile_experiment(cfg: Any, path: str, *, options: BuildOptions | None = No
     """Compile the grid's pipeline to `path` (written atomically); returns the path."""
     from pathlib import Path
 
-    from kfp import compiler
+    from pipelines.compile import write_compiled
 
-    from cdseg.utils.atomic import atomic_file
-
-    out = Path(path)
     pipeline = make_experiment_pipeline(cfg, options=options, parallelism=parallelism, command=command)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.compiling.yaml")
-    try:
-        compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(tmp))
-        with atomic_file(out, "wb") as handle:
-            handle.write(tmp.read_bytes())  # type: ignore[attr-defined]
-        out.chmod(0o644)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return str(out)
+    return str(write_compiled(pipeline, Path(path)))
