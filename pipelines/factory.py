@@ -133,7 +133,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
 
         Args:
             source: the ISPRS release (zips or folders) or generated scenes to prepare: a path or s3:// URI.
-            method: training recipe: ft, uft, mib, mib-cd, ft-cd or joint (the offline upper bound).
+            method: training recipe, one of `cdseg train --help`'s methods (joint: the offline upper bound).
             epochs: training epochs per step (the recipe's early stopping and train_options may end it sooner).
             batch_size: images per iteration and process.
             lr: the optimizer's learning rate.

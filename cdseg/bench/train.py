@@ -84,16 +84,17 @@ def _models(cfg: BenchTrainConfig, norm: str, device: torch.device) -> tuple[Any
 
 def _method_step(method: str, student: Any, teacher: Any, seed: int) -> Any:
     from cdseg.config import load_config
-    from cdseg.losses import build_kd_loss, build_seg_loss
+    from cdseg.losses.registry import build_terms
+    from cdseg.losses.term import StepInfo
     from cdseg.train.config import TrainConfig
     from cdseg.train.step import MethodStep
 
     two = method.endswith("-2fwd")
     tc = load_config(TrainConfig, cli={"method": method.removesuffix("-2fwd")}, environ={})
     old = sum(teacher.head_sizes)
-    kd = build_kd_loss(tc.kd)
-    return MethodStep(student, teacher, build_seg_loss(tc.ce, old), kd, float(tc.kd.weight), tc.aug, seed,
-                      single_forward=not two)
+    info = StepInfo(step=1, old_classes=old, num_outputs=sum(student.head_sizes), has_teacher=True, seed=seed)
+    terms = [t.to(next(student.parameters()).device) for t in build_terms(tc, info)]
+    return MethodStep(student, teacher, terms, tc.aug, seed, single_forward=not two)
 
 
 def _setup(cfg: BenchTrainConfig, method: str, norm: str, device: torch.device, compiled: bool = False) -> Any:

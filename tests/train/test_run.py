@@ -149,10 +149,10 @@ def test_finished_step_rerun_returns_without_training(prepared_dataset: Path, st
 
 def test_nan_loss_stops_and_writes_no_model(prepared_dataset: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import cdseg.losses
+    import cdseg.losses.ce
     from cdseg.train.run import TrainingDiverged
 
-    real = cdseg.losses.build_seg_loss
+    real = cdseg.losses.ce.build_seg_loss
 
     class _Nan(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -162,7 +162,7 @@ def test_nan_loss_stops_and_writes_no_model(prepared_dataset: Path, tmp_path: Pa
         def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return self.inner(z, y) * float("nan")
 
-    monkeypatch.setattr(cdseg.losses, "build_seg_loss", lambda *a, **k: _Nan(real(*a, **k)))
+    monkeypatch.setattr(cdseg.losses.ce, "build_seg_loss", lambda *a, **k: _Nan(real(*a, **k)))
     with pytest.raises(TrainingDiverged, match="not finite"):
         run_train(tiny_cfg(prepared_dataset, tmp_path / "r", task__step=0))
     assert not (tmp_path / "r" / "step-0" / "model").exists()

@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from cdseg.losses import AugConfig, CEConfig, KDConfig, build_kd_loss, build_seg_loss
+from cdseg.losses import AugConfig, CEConfig, KDConfig
+from cdseg.losses.ce import SegTerm, build_seg_loss
+from cdseg.losses.contrastive import CDTerm
+from cdseg.losses.kd import KDTerm, build_kd_loss
 from cdseg.train.step import MethodStep
 
 torch.set_num_threads(1)
@@ -33,9 +36,11 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 def _step(single: bool = True, teacher: bool = True) -> MethodStep:
     torch.manual_seed(0)
     student, old = _Tiny(5), _Tiny(3) if teacher else None
-    return MethodStep(student, old, build_seg_loss(CEConfig(unbiased=True), 3 if teacher else 0),
-                      build_kd_loss(KDConfig(unbiased=True, weight=10.0)), 10.0, AugConfig(factor=0.1, factor_icl=0.1),
-                      seed=7, single_forward=single)
+    aug = AugConfig(factor=0.1, factor_icl=0.1)
+    kd = build_kd_loss(KDConfig(unbiased=True, weight=10.0))
+    assert kd is not None
+    terms = [SegTerm(build_seg_loss(CEConfig(unbiased=True), 3 if teacher else 0)), KDTerm(kd, 10.0), CDTerm(aug)]
+    return MethodStep(student, old, terms, aug, seed=7, single_forward=single)
 
 
 def test_mib_cd_terms_and_total() -> None:
@@ -80,7 +85,9 @@ def test_transform_is_a_function_of_the_iteration() -> None:
 @pytest.mark.parametrize("teacher", [False, True])
 def test_plain_methods_have_seg_only_or_kd(teacher: bool) -> None:
     torch.manual_seed(0)
-    step = MethodStep(_Tiny(5), _Tiny(3) if teacher else None, build_seg_loss(CEConfig(), 0),
-                      build_kd_loss(KDConfig(weight=10.0)), 10.0, AugConfig(), seed=0)
+    kd = build_kd_loss(KDConfig(weight=10.0))
+    assert kd is not None
+    terms = [SegTerm(build_seg_loss(CEConfig(), 0))] + ([KDTerm(kd, 10.0)] if teacher else [])
+    step = MethodStep(_Tiny(5), _Tiny(3) if teacher else None, terms, AugConfig(), seed=0)
     x, y = _batch()
     assert set(step(x, y, 0)) == ({"seg", "kd", "loss"} if teacher else {"seg", "loss"})
