@@ -230,6 +230,9 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
                       num_classes, old_idx, new_idx, out, _card(cfg, task, step), total, sink)
     if state is not None:
         trainer.load_state_dict(state)
+    sampler.set_epoch(0, 0)
+    if method.calibrate(loader, info.device, lambda t: D.all_reduce_sum(t, info)):
+        log.info("measured the terms' per-class statistics on the training data with the previous model")
     file_log = None
     if info.is_main:
         from cdseg.config import save_config

@@ -177,6 +177,26 @@ class MethodStep(nn.Module):
         out["loss"] = weighted(out, self.order)
         return out
 
+    def calibrate(self, batches: Any, device: torch.device, reduce: Any, limit: int = 0) -> bool:
+        """Measure what terms measure before the step (PLOP's per-class entropy medians) with one teacher pass
+        over `batches` (dicts with "image" and "mask"); `reduce` sums a tensor over ranks. False if none needs it."""
+        terms = [t for t in self._terms() if getattr(t, "needs_calibration", False)]
+        if not terms or self.teacher is None:
+            return False
+        limit = limit or min((getattr(t, "calibration_batches", 0) for t in terms), default=0)
+        with torch.no_grad():
+            for i, batch in enumerate(batches):
+                if limit and i >= limit:
+                    break
+                x = batch["image"].to(device, non_blocking=True)
+                y = batch["mask"].to(device, non_blocking=True)
+                out = run_model(self.teacher, x, frozenset({"logits"}), self._teacher_takes_need)
+                for t in terms:
+                    t.calibrate(out.logits, y)  # type: ignore[operator]
+        for t in terms:
+            t.finish_calibration(reduce(t.calibration_counts()))  # type: ignore[operator]
+        return True
+
     def _terms(self) -> list[Term]:
         return [t for t in self.terms if isinstance(t, Term)]
 
