@@ -15,10 +15,13 @@ from train._util import tiny_cfg
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 SHIPPED_TASKS = ("offline", "222a", "321", "6s")
+#: methods whose every-task runs stay in the default tier; the others' are `slow` (tests/train/test_methods.py
+#: chains a few of them in the default tier)
+FAST = ("ft", "uft", "mib", "mib-cd", "ft-cd", "joint")
 
 
 @pytest.mark.parametrize("task", SHIPPED_TASKS)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
 def test_every_step_of_every_task(task: str, method: str, prepared_dataset: Path, tmp_path: Path) -> None:
     steps = get_task(task).num_steps
     out = tmp_path / "run"

@@ -30,8 +30,9 @@ def test_an_option_added_later_is_covered_without_touching_the_list() -> None:
     assert resume_fingerprint(dumped)["newterm.weight"] == 1.0
 
 
-@pytest.mark.parametrize("change", [{"aug__factor": 0.5}, {"kd__alpha": 2.0}, {"trainer__batch_size": 3},
-                                    {"ce__kind": "bce"}, {"method": "ft"}, {"trainer__init_balanced": False}])
+@pytest.mark.parametrize("change", [{"pod__weight": 0.5}, {"reg__weight": 3.0}, {"kd__alpha": 2.0},
+                                    {"trainer__batch_size": 3}, {"ce__kind": "bce"}, {"method": "plop"},
+                                    {"pseudo__threshold": 0.2}, {"trainer__init_balanced": False}])
 def test_a_changed_option_refuses_the_resume(change: dict, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="resume state"):
         check_resume_config(_fp(), _fp(**change), tmp_path)

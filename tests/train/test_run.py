@@ -61,6 +61,10 @@ def test_every_method_at_step_1(method: str, prepared_dataset: Path, step0_run: 
         assert {"train_cd", "train_cd_old", "train_cd_self"} <= terms
     if method in ("ft", "uft", "joint"):
         assert terms == {"train_seg", "train_loss"}
+    expected = {"lwf": {"train_kd"}, "lwf-mc": {"train_mcd"}, "ilt": {"train_kd", "train_fd"},
+                "ewc": {"train_reg"}, "pi": {"train_reg"}, "rw": {"train_reg"},
+                "plop": {"train_pod", "train_pseudo_kept"}, "plop-cd": {"train_pod", "train_cd"}}
+    assert expected.get(method, set()) <= terms
 
 
 def test_mib_head_init_and_previous_weights_loaded(prepared_dataset: Path, step0_run: Path, tmp_path: Path) -> None:
