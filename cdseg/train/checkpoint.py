@@ -159,15 +159,24 @@ def resume_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
             if not any(k == key or k.startswith(key + ".") for key in RESUME_MAY_CHANGE)}
 
 
-def check_resume_config(saved: dict[str, Any] | None, current: dict[str, Any], folder: Path) -> None:
-    """Refuse a resume state written by a run with other settings, naming the first option that differs."""
+def check_resume_config(saved: dict[str, Any] | None, current: dict[str, Any], folder: Path,
+                        defaults: dict[str, Any] | None = None) -> None:
+    """Refuse a resume state written by a run with other settings, naming the first option that differs.
+
+    An option the saved state does not record (it was written by an older cdseg) counts as its value in
+    `defaults` (the options' own defaults, which is how the older code behaved)."""
     if not saved:
         return
+    missing = object()
     keys = sorted(set(saved) | set(current), key=lambda k: (k != "method", k))
-    diff = [k for k in keys if saved.get(k) != current.get(k)]
+
+    def was(k: str) -> Any:
+        return saved[k] if k in saved else (defaults or {}).get(k, missing)
+
+    diff = [k for k in keys if was(k) != current.get(k, missing)]
     if diff:
-        was = ", ".join(f"--{k.replace('_', '-')}={saved.get(k)!r}" for k in diff[:6])
+        before = ", ".join(f"--{k.replace('_', '-')}={saved.get(k)!r}" for k in diff[:6])
         now = ", ".join(f"{current.get(k)!r}" for k in diff[:6])
         more = f" (and {len(diff) - 6} more)" if len(diff) > 6 else ""
-        raise CheckpointError(f"resume state {folder} was written with {was}{more}; this run has {now}; use another "
+        raise CheckpointError(f"resume state {folder} was written with {before}{more}; this run has {now}; use another "
                               f"--output, delete {folder.parent}, or pass --no-trainer.resume to start over")

@@ -166,7 +166,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
         from cdseg.models.io import load_state as load_weights
 
         state = load_state(resume_dir)
-        check_resume_config(state.get("config"), resume_fingerprint(cfg.model_dump(mode="json")), resume_dir)
+        check_resume_config(state.get("config"), resume_fingerprint(cfg.model_dump(mode="json")), resume_dir,
+                            defaults=resume_fingerprint(TrainConfig.model_validate({}).model_dump(mode="json")))
         weights, _ = load_weights(str(resume_dir / "model"))
         student.load_state_dict(weights)
     elif teacher is not None:

@@ -58,3 +58,11 @@ def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
         else:
             out.append(f"{prefix}{k}")
     return out
+
+
+def test_a_state_from_before_an_option_existed_resumes_while_the_option_keeps_its_default(tmp_path: Path) -> None:
+    defaults = resume_fingerprint(TrainConfig.model_validate({}).model_dump(mode="json"))
+    older = {k: v for k, v in _fp().items() if not k.startswith("pod.")}  # written before `pod` existed
+    check_resume_config(older, _fp(), tmp_path, defaults)
+    with pytest.raises(CheckpointError, match="pod.weight"):
+        check_resume_config(older, _fp(pod__weight=0.5), tmp_path, defaults)
