@@ -180,7 +180,7 @@ class TrainConfig(_TermSections):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.method == "joint" and self.prev_checkpoint:
-            raise ValueError(f"--prev-checkpoint={self.prev_checkpoint!r} is not used by --method joint (it trains "
-                             "every class up to --task.step from scratch); drop it")
+        if self.prev_checkpoint and not recipe(self.method).previous:
+            raise ValueError(f"--prev-checkpoint={self.prev_checkpoint!r} is not used by --method {self.method} (it "
+                             "trains every class up to --task.step from scratch); drop it")
         return self

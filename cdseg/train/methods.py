@@ -6,6 +6,8 @@ A method recipe is a YAML mapping with
     teacher: true         whether the method reads the frozen step k-1 model (checked against its terms)
     head_init: mib        initialisation of the new head at step k >= 1: default, or mib (from the background row)
     previous: true        step k >= 1 starts from step k-1's weights (joint: false, trains from scratch)
+    labels: incremental   incremental: the step's labels (new classes, the rest background); all_seen: every
+                          training patch with every class seen up to the step labelled (joint)
     terms:                config sections of the loss terms (cdseg/losses/*) and the values it sets
       ce: {unbiased: true}
       kd: {unbiased: true, weight: 10.0}
@@ -24,6 +26,7 @@ from typing import Any
 import yaml
 
 HEAD_INITS = ("default", "mib")
+LABELS = ("incremental", "all_seen")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Recipe:
     teacher: bool
     head_init: str
     previous: bool
+    labels: str = "incremental"
     terms: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
 
@@ -56,10 +60,12 @@ def recipes() -> dict[str, Recipe]:
         name = entry.name.removesuffix(".yaml")
         head_init = str(data.get("head_init", "default"))
         assert head_init in HEAD_INITS, f"recipe {name}: head_init {head_init!r} not in {HEAD_INITS}"
+        labels = str(data.get("labels", "incremental"))
+        assert labels in LABELS, f"recipe {name}: labels {labels!r} not in {LABELS}"
         terms = data.get("terms") or {}
         assert isinstance(terms, dict), f"recipe {name}: terms must map config sections to values"
         found.append(Recipe(name=name, order=int(data.get("order", 1000)), teacher=bool(data.get("teacher", False)),
-                            head_init=head_init, previous=bool(data.get("previous", True)),
+                            head_init=head_init, previous=bool(data.get("previous", True)), labels=labels,
                             terms={k: dict(v or {}) for k, v in terms.items()},
                             description=str(data.get("description", ""))))
     return {r.name: r for r in sorted(found, key=lambda r: (r.order, r.name))}

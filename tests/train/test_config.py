@@ -59,7 +59,7 @@ def test_default_method_is_mib() -> None:
 
 def test_unknown_method_names_the_choices() -> None:
     with pytest.raises(ConfigError, match="method"):
-        _cfg(method="lwf")
+        _cfg(method="lwf-v2")
 
 
 def test_joint_refuses_a_previous_checkpoint() -> None:
