@@ -81,6 +81,7 @@ class ImportanceTerm(Term):
         self.count = 0
         self._grad: dict[str, torch.Tensor] = {}
         self._before: dict[str, torch.Tensor] = {}
+        self._pull: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ wiring
     def bind(self, model: nn.Module, teacher: nn.Module | None) -> None:
@@ -118,27 +119,39 @@ class ImportanceTerm(Term):
     def forward(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         """{"reg": lambda x penalty} (a reported value: its gradient is added in `after_backward`)."""
         device = next(iter(self.params.values())).device if self.params else torch.device("cpu")
+        self._pull = {}
         if not self.prior or self.weight <= 0:
             return {"reg": torch.zeros((), device=device)}
-        return {"reg": self.weight * penalty(self.params, self.old, self.prior)}
+        with torch.no_grad():  # W (theta - theta*), kept for the gradient (theta does not move before it)
+            names = list(self.prior)
+            diff = torch._foreach_sub([self.params[n].detach().float() for n in names],
+                                      [self.old[n].float() for n in names])
+            pull = torch._foreach_mul(diff, [self.prior[n] for n in names])
+            value = torch.stack([torch.dot(a.flatten(), b.flatten()) for a, b in zip(pull, diff, strict=True)]).sum()
+        self._pull = dict(zip(names, pull, strict=True))
+        return {"reg": self.weight * value}
 
     @torch.no_grad()
     def after_backward(self, model: nn.Module, grad_scale: float = 1.0) -> torch.Tensor | None:
         """Update the importance from the task gradient, then add the penalty's gradient."""
-        inv = 1.0 / grad_scale
-        self._grad = {n: (p.grad.float() * inv) for n, p in self.params.items() if p.grad is not None}
+        names = [n for n, p in self.params.items() if p.grad is not None]
+        grads = [self.params[n].grad.float() for n in names]  # type: ignore[union-attr]
+        if grad_scale != 1.0:
+            grads = list(torch._foreach_div(grads, grad_scale))
         if "fisher" in self.acc:
-            for n, g in self._grad.items():
-                f = self.acc["fisher"][n]
-                f.mul_(1 - self.alpha).add_(g * g, alpha=self.alpha)
-        if "omega" in self.acc:
-            self._before = {n: self.params[n].detach().float().clone() for n in self._grad}
-        if self.prior and self.weight > 0:
-            for n, w in self.prior.items():
-                p = self.params[n]
-                if p.grad is not None:
-                    p.grad.add_((w * (p.detach().float() - self.old[n].float())).to(p.grad.dtype),
+            fisher = [self.acc["fisher"][n] for n in names]
+            torch._foreach_mul_(fisher, 1 - self.alpha)
+            torch._foreach_addcmul_(fisher, grads, grads, value=self.alpha)
+        if "omega" in self.acc:  # the path increment needs the task gradient and theta before the step
+            self._grad = dict(zip(names, [g.clone() for g in grads] if grads and grads[0] is self.params[names[0]].grad
+                                  else grads, strict=True))
+            self._before = {n: self.params[n].detach().float().clone() for n in names}
+        if self._pull:
+            own = [n for n in names if n in self._pull]
+            torch._foreach_add_([self.params[n].grad for n in own],  # type: ignore[misc]
+                                [self._pull[n].to(self.params[n].grad.dtype) for n in own],  # type: ignore[union-attr]
                                 alpha=2 * self.weight * grad_scale)
+        self._pull = {}
         return None
 
     @torch.no_grad()
@@ -146,8 +159,11 @@ class ImportanceTerm(Term):
         """Add this iteration's path increment -g (theta_new - theta_old); rw closes a window every `iterations`."""
         if "omega" not in self.acc:
             return
-        for n, g in self._grad.items():
-            self.acc["omega"][n].sub_(g * (self.params[n].detach().float() - self._before[n]))
+        names = list(self._grad)
+        if names:  # omega += g (theta_old - theta_new)
+            before = [self._before[n] for n in names]
+            torch._foreach_sub_(before, [self.params[n].detach().float() for n in names])
+            torch._foreach_addcmul_([self.acc["omega"][n] for n in names], [self._grad[n] for n in names], before)
         self.count += 1
         if self.kind == "rw" and self.count % self.window == 0:
             for n, p in self.params.items():
