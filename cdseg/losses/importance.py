@@ -13,7 +13,9 @@ N(m) = (m - min m) / (max m - min m + 1e-8) per parameter tensor (MiB's code nor
   theta_i,t) over the step's iterations (the loss decrease attributed to theta_i), then
   Omega_i = max(omega_i / ((theta_i,end - theta_i,start)^2 + xi), 0), summed over the steps; W = N(Omega).
 - `rw`, Riemannian Walk (Chaudhry et al., ECCV 2018): the Fisher F as in ewc, plus a path score accumulated every
-  `iterations` iterations, s_i += omega_i,window / (1/2 F_i (Delta theta_i,window)^2 + eps), kept positive
+  `iterations` iterations from the gradient g there and the window's displacement Delta theta (theta now minus
+  theta `iterations` iterations ago), s_i += -g_i Delta theta_i / (1/2 F_i Delta theta_i^2 + eps) (RW's and
+  MiB's code's sparse approximation of the path integral: no per-iteration work but the Fisher), kept positive
   and averaged with the previous steps' (S <- (max(s, 0) + S_prev) / 2); W = N(F) + N(S).
 
 MiB's code settings (--method EWC / PI / RW): importance 500 / 500 / 100, alpha 0.9, RW every 10 iterations,
@@ -89,7 +91,7 @@ class ImportanceTerm(Term):
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.old = {n: p.detach() for n, p in teacher.named_parameters()} if teacher is not None else {}
         self.old = {n: v for n, v in self.old.items() if n in self.params and v.shape == self.params[n].shape}
-        kinds = {"ewc": ("fisher",), "pi": ("omega", "start"), "rw": ("fisher", "score", "omega", "wstart")}[self.kind]
+        kinds = {"ewc": ("fisher",), "pi": ("omega", "start"), "rw": ("fisher", "score", "wstart")}[self.kind]
         for key in kinds:
             if key == "fisher":
                 self.acc[key] = {n: torch.ones_like(p, dtype=torch.float32) for n, p in self.params.items()}
@@ -138,6 +140,14 @@ class ImportanceTerm(Term):
         grads = [self.params[n].grad.float() for n in names]  # type: ignore[union-attr]
         if grad_scale != 1.0:
             grads = list(torch._foreach_div(grads, grad_scale))
+        if self.kind == "rw":  # every `iterations`: the score of the window that ends here, before F moves on
+            self.count += 1
+            if self.count % self.window == 0:
+                for n, g in zip(names, grads, strict=True):
+                    p, start = self.params[n].detach().float(), self.acc["wstart"][n]
+                    delta = p - start
+                    self.acc["score"][n].add_(-g * delta / (0.5 * self.acc["fisher"][n] * delta * delta + EPS))
+                    start.copy_(p)
         if "fisher" in self.acc:
             fisher = [self.acc["fisher"][n] for n in names]
             torch._foreach_mul_(fisher, 1 - self.alpha)
@@ -156,7 +166,7 @@ class ImportanceTerm(Term):
 
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
-        """Add this iteration's path increment -g (theta_new - theta_old); rw closes a window every `iterations`."""
+        """pi: add this iteration's path increment -g (theta_new - theta_old)."""
         if "omega" not in self.acc:
             return
         names = list(self._grad)
@@ -164,13 +174,6 @@ class ImportanceTerm(Term):
             before = [self._before[n] for n in names]
             torch._foreach_sub_(before, [self.params[n].detach().float() for n in names])
             torch._foreach_addcmul_([self.acc["omega"][n] for n in names], [self._grad[n] for n in names], before)
-        self.count += 1
-        if self.kind == "rw" and self.count % self.window == 0:
-            for n, p in self.params.items():
-                delta = p.detach().float() - self.acc["wstart"][n]
-                self.acc["score"][n].add_(self.acc["omega"][n] / (0.5 * self.acc["fisher"][n] * delta * delta + EPS))
-                self.acc["omega"][n].zero_()
-                self.acc["wstart"][n].copy_(p.detach().float())
         self._grad, self._before = {}, {}
 
     # ------------------------------------------------------------------ state

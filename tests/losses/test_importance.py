@@ -137,3 +137,30 @@ def test_resume_state_round_trip_continues_identically(kind: str) -> None:
         term.after_step(model)
     ca, cb = a.carry_state(), b.carry_state()
     assert ca.keys() == cb.keys() and all(torch.equal(ca[k], cb[k]) for k in ca)
+
+
+def test_rw_score_uses_the_gradient_at_each_window_end_and_the_window_displacement() -> None:
+    model = _model()
+    term = ImportanceTerm(RegConfig(kind="rw", weight=1.0, alpha=0.9, iterations=2), INFO)
+    term.bind(model, None)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fisher = {n: torch.ones_like(p) for n, p in model.named_parameters()}
+    score = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for it in range(4):
+        opt.zero_grad()
+        _loss(model, it).backward()
+        if (it + 1) % 2 == 0:
+            for n, p in model.named_parameters():
+                d = p.detach() - start[n]
+                score[n] += -p.grad * d / (0.5 * fisher[n] * d * d + 1e-8)
+                start[n] = p.detach().clone()
+        for n, p in model.named_parameters():
+            fisher[n] = 0.9 * p.grad**2 + 0.1 * fisher[n]
+        term.after_backward(model)
+        opt.step()
+        term.after_step(model)
+    carry = term.carry_state()
+    for n, _ in model.named_parameters():
+        assert torch.allclose(carry[f"score/{n}"], score[n].clamp(min=0), rtol=1e-5, atol=1e-6)
+        assert torch.allclose(carry[f"fisher/{n}"], fisher[n], rtol=1e-6, atol=1e-7)
