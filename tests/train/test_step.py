@@ -91,3 +91,29 @@ def test_plain_methods_have_seg_only_or_kd(teacher: bool) -> None:
     step = MethodStep(_Tiny(5), _Tiny(3) if teacher else None, terms, AugConfig(), seed=0)
     x, y = _batch()
     assert set(step(x, y, 0)) == ({"seg", "kd", "loss"} if teacher else {"seg", "loss"})
+
+
+@pytest.mark.parametrize("method", ["plop", "plop-cd", "ilt", "mib"])
+def test_the_teacher_runs_once_per_batch_however_many_terms_read_it(method: str) -> None:
+    from cdseg.config import load_config
+    from cdseg.losses.registry import build_terms
+    from cdseg.losses.term import StepInfo
+    from cdseg.models import ModelConfig, build_segmenter
+    from cdseg.train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, cli={"method": method}, environ={})
+    mcfg = ModelConfig(encoder="test_resnet", pretrained=False, norm="bn")
+    torch.manual_seed(0)
+    student = build_segmenter(mcfg, [3, 2], ["R", "G", "B"])
+    teacher = build_segmenter(mcfg, [3], ["R", "G", "B"]).freeze()
+    calls: list[frozenset[str]] = []
+    teacher.register_forward_pre_hook(lambda _m, args, kwargs: calls.append(frozenset(kwargs.get("need") or ())),
+                                      with_kwargs=True)
+    terms = build_terms(cfg, StepInfo(step=1, old_classes=3, num_outputs=5, has_teacher=True))
+    assert sum(bool(t.teacher_needs) for t in terms) >= 1
+    step = MethodStep(student, teacher, terms, cfg.aug, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 32, generator=g), torch.randint(0, 5, (2, 32, 32), generator=g)
+    step(x, y, 0)["loss"].backward()
+    assert len(calls) == 1
+    assert calls[0] == frozenset().union(*(t.teacher_needs for t in terms))
