@@ -45,7 +45,12 @@ def test_steps_0_1_2_chain(prepared_dataset: Path, tmp_path: Path) -> None:
     assert _same(_weights(out / "step-2" / "model"), _weights(out / "step-2" / "best"))
 
 
-@pytest.mark.parametrize("method", METHODS)
+#: new methods whose step 1 runs end to end elsewhere in the default tier (tests/train/test_methods.py chains
+#: plop-cd and rw; lwf is mib's KD without the unbiased parts) or in the slow tier (test_every_task.py)
+_COVERED = ("lwf", "rw", "plop", "plop-cd")
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in _COVERED else m for m in METHODS])
 def test_every_method_at_step_1(method: str, prepared_dataset: Path, step0_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     shutil.copytree(step0_run / "step-0", out / "step-0")
