@@ -145,6 +145,45 @@ def test_crash_mid_epoch_then_resume_equals_uninterrupted(prepared_dataset: Path
     assert ha == hb
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "step"), [("rw", 0), ("pi", 0), ("plop", 1)])
+def test_terms_state_resumes_bitwise(method: str, step: int, prepared_dataset: Path, step0_run: Path,
+                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importance (rw, pi) and PLOP's measured thresholds survive a crash: the resumed step ends bitwise equal."""
+    over = {"method": method, "task__step": step, "trainer__epochs": 2, "trainer__limit_batches": 3,
+            "trainer__checkpoint_every_iters": 1, "reg__iterations": 2}
+    for run in ("a", "b"):
+        if step:
+            shutil.copytree(step0_run / "step-0", tmp_path / run / "step-0")
+    run_train(tiny_cfg(prepared_dataset, tmp_path / "a", **over))
+
+    from cdseg.train.trainer import Trainer
+
+    original = Trainer._report
+
+    def crash(self: Trainer, *args: object) -> bool:
+        if self.progress.iteration == 5:
+            raise _Crash
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "_report", crash)
+    with pytest.raises(_Crash):
+        run_train(tiny_cfg(prepared_dataset, tmp_path / "b", **over))
+    monkeypatch.setattr(Trainer, "_report", original)
+    run_train(tiny_cfg(prepared_dataset, tmp_path / "b", **over))
+    folder = f"step-{step}"
+    assert _same(_weights(tmp_path / "a" / folder / "model"), _weights(tmp_path / "b" / folder / "model"))
+    if method != "plop":
+        from safetensors.torch import load_file
+
+        ta = load_file(str(tmp_path / "a" / folder / "model" / "terms.safetensors"))
+        tb = load_file(str(tmp_path / "b" / folder / "model" / "terms.safetensors"))
+        assert ta and _same(ta, tb)
+    ha = json.loads((tmp_path / "a" / folder / "history.json").read_text())
+    hb = json.loads((tmp_path / "b" / folder / "history.json").read_text())
+    assert ha == hb
+
+
 def test_finished_step_rerun_returns_without_training(prepared_dataset: Path, step0_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     shutil.copytree(step0_run / "step-0", out / "step-0")
