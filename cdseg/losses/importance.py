@@ -58,13 +58,6 @@ def normalise(m: torch.Tensor) -> torch.Tensor:
     return (m - m.min()) / (m.max() - m.min() + EPS)
 
 
-def penalty(params: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tensor],
-            weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """sum over the parameters named in `weights` of sum W (theta - theta*)^2 (unscaled by lambda)."""
-    terms = [(w * (params[name].detach().float() - old[name].float()).pow(2)).sum() for name, w in weights.items()]
-    return torch.stack(terms).sum() if terms else torch.zeros(())
-
-
 class ImportanceTerm(Term):
     """Measures parameter importance during the step; penalises moving important old parameters at steps >= 1."""
 

@@ -17,7 +17,7 @@ on the gradients after the backward pass (`after_backward`) and on the parameter
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -64,8 +64,7 @@ class StepContext:
     target_g: Tensor | None = None
     pixel_weight: Tensor | None = None  # per-pixel weight [B, H, W] of the segmentation loss (None: 1)
     pixel_weight_g: Tensor | None = None
-    model: nn.Module | None = None  # the student module (parameter regularisers read its parameters)
-    extra: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None  # the student module
 
 
 class Term(nn.Module):
