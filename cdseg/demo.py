@@ -25,10 +25,11 @@ from pydantic import Field, field_validator
 
 from cdseg.config import Section
 from cdseg.errors import ConfigError
+from cdseg.train.methods import method_names
 
 log = logging.getLogger("cdseg.demo")
 
-METHODS = ("ft", "uft", "mib", "mib-cd", "ft-cd", "joint")
+METHODS = method_names()
 
 class DemoConfig(Section):
     """`cdseg demo`: the defaults finish in about 10 minutes on 2 CPU cores for one method."""

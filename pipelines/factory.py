@@ -105,7 +105,7 @@ PARAM_DOCS: dict[str, str] = {
 
 #: descriptions of the task pipeline's own run parameters
 PIPELINE_DOCS: dict[str, str] = {
-    "method": "training recipe: ft, uft, mib, mib-cd, ft-cd or joint (the offline upper bound).",
+    "method": "training recipe, one of `cdseg train --help`'s methods (joint: the offline upper bound).",
     "epochs": (
         "training epochs per step (0: the recipe's, 100 with early stopping; train_options may end it "
         "sooner, e.g. {\"trainer.max_iters\": 2000})."

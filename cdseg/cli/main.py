@@ -33,7 +33,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "demo": ("cdseg.cli.demo", "the main job: synth -> pipeline (local, CPU) -> per-step table and report"),
     "experiment": ("cdseg.cli.experiment", "a grid of tasks x methods x seeds, with statistics over seeds"),
     "bench prepare": ("cdseg.cli.bench", "benchmark prepare against its CPU bound and gdal_translate"),
-    "bench train": ("cdseg.cli.bench", "benchmark step time of ft / mib / mib-cd"),
+    "bench train": ("cdseg.cli.bench", "benchmark step time and FLOPs of every method against ft"),
     "bench eval": ("cdseg.cli.bench", "benchmark full-scene inference"),
     "bench storage": ("cdseg.cli.bench", "benchmark the storage layer against plain boto3"),
     "bench ddp": ("cdseg.cli.bench", "benchmark DDP steps against plain steps (run under torchrun)"),

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from cdseg.cli.command import Command
 from cdseg.config import Section
 from cdseg.errors import ConfigError
+from cdseg.train.methods import method_names
 
 
 class BuildSection(Section):
@@ -56,7 +57,7 @@ class RunParams(Section):
 
     task: str = Field("222a", description="task (offline, 222a, 321, 6s, or a task YAML)")
     source: str = Field("", description="the ISPRS release folder or URI (cdseg synth writes one)")
-    method: str = Field("mib-cd", description="method recipe: ft, uft, mib, mib-cd, ft-cd, joint")
+    method: str = Field("mib-cd", description=f"method recipe: {', '.join(method_names())}")
     params: dict[str, Any] = Field(default_factory=dict, description="other pipeline parameters (JSON), e.g. "
                                    "'{\"epochs\": 2, \"train_options\": {\"trainer.max_iters\": 50}}'; "
                                    "docs/pipelines.md lists them")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from cdseg.cli.command import Command
-from cdseg.train.config import TrainConfig
+from cdseg.train.config import METHODS, TrainConfig
 
 log = logging.getLogger("cdseg")
 
@@ -24,7 +24,7 @@ COMMAND = Command(
     config=TrainConfig,
     run=_run,
     description=(
-        "Train step --task.step of --task.name with --method (ft, uft, mib, mib-cd, ft-cd, joint) and write\n"
+        f"Train step --task.step of --task.name with --method ({', '.join(METHODS)}) and write\n"
         "<output>/step-<k>/{model,best,resume,config.yaml,history.json}. Step k >= 1 starts from step k-1's model\n"
         "(--prev-checkpoint, default <output>/step-<k-1>/model). A restarted run resumes from resume/ by itself.\n"
         "Multi-GPU / multi-node: torchrun --nproc-per-node N -m cdseg train ... (NCCL on CUDA, gloo on CPU)."
@@ -35,6 +35,7 @@ COMMAND = Command(
         "    --model.norm iabn_sync --model.act ident --trainer.batch-size 8 --trainer.amp --trainer.patience 25\n"
         "    --optimizer.lr 1e-3 --scheduler.target cosine --in-channels 3 --aug.factor 0.1 --aug.factor-icl 0.1\n"
         "    --aug.fixed-angles --name rgb-mib-cd --comment 'MiB-CD step 1'\n"
-        "Recipe files: cdseg/train/recipes/*.yaml (paper-6s-split.yaml holds the scripts' shared options)."
+        "Recipe files: cdseg/train/recipes/<method>.yaml (paper-6s-split.yaml holds the scripts' shared options);\n"
+        "docs/training.md says how to add a method."
     ),
 )

@@ -6,6 +6,8 @@ Defaults are neutral (plain CE, no KD, no CD). Method recipes (MiB, MiB-CD, FT, 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 
 from cdseg.config import Section
@@ -14,6 +16,8 @@ from cdseg.config import Section
 class CEConfig(Section):
     """Segmentation loss."""
 
+    kind: Literal["ce", "bce"] = Field(
+        default="ce", description="ce: softmax cross-entropy; bce: per-class sigmoid cross-entropy (iCaRL, LwF-MC)")
     unbiased: bool = Field(
         default=False,
         description="MiB's unbiased cross-entropy at steps >= 1 (old classes' probability counted as background)",

@@ -1,4 +1,6 @@
-"""Contrastive distillation (seed-spec 5.3): features must commute with a random flip/rotation g of the tile.
+"""Contrastive distillation term `cd` (section `aug`; seed-spec 5.3): features must commute with a random
+flip/rotation g of the tile (Arnaudo et al., "A Contrastive Distillation Approach for Incremental Semantic
+Segmentation in Aerial Images", ICIAP 2021).
 
 - self term:      MSE(g(f_new(x)), f_new(g(x)))   weight `aug.factor`
 - old-model term: MSE(f_new(g(x)), g(f_old(x)))   weight `aug.factor_icl` (steps >= 1; f_old is detached)
@@ -23,6 +25,7 @@ from torch import nn
 
 from cdseg.losses.ce import IGNORE_INDEX
 from cdseg.losses.config import AugConfig
+from cdseg.losses.term import StepContext, StepInfo, Term, TermSpec
 from cdseg.models.d4 import D4Element, random_element
 
 
@@ -150,3 +153,34 @@ class ContrastiveDistillation(nn.Module):
             total = total + self.factor_icl * terms["cd_old"]
         terms["cd"] = total
         return terms
+
+
+class CDTerm(Term):
+    """The contrastive terms read from the step's context: student features on x and g(x), teacher's on x."""
+
+    name = "cd"
+    needs = frozenset({"features"})
+    needs_transform = True
+
+    def __init__(self, cfg: AugConfig) -> None:
+        super().__init__()
+        self.cd = ContrastiveDistillation(cfg)
+        self.teacher_needs = frozenset({"features"}) if cfg.factor_icl > 0 else frozenset()
+
+    def forward(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """{"cd": weighted sum, "cd_self", ["cd_old"] (detached)}."""
+        assert ctx.student_g is not None and ctx.student.features is not None and ctx.student_g.features is not None
+        f_old = ctx.teacher.features if ctx.teacher is not None and self.teacher_needs else None
+        out = self.cd(ctx.student.features, ctx.student_g.features, f_old, ctx.transform)
+        return {"cd": out["cd"], **{k: v.detach() for k, v in out.items() if k != "cd"}}
+
+
+def _build(cfg: AugConfig, info: StepInfo) -> Term | None:
+    factor_icl = cfg.factor_icl if info.has_teacher else 0.0
+    if cfg.factor <= 0 and factor_icl <= 0:
+        return None
+    return CDTerm(cfg.model_copy(update={"factor_icl": factor_icl}))
+
+
+TERM = TermSpec(section="aug", config=AugConfig, build=_build, order=20, step1_only=("factor_icl",),
+                description="contrastive distillation (MiB-CD)")

@@ -1,4 +1,8 @@
-"""Output knowledge distillation against the previous step's model (seed-spec 5.2).
+"""Output distillation term `kd` (section `kd`) against the previous step's model (seed-spec 5.2).
+
+    KD (LwF; Li & Hoiem, "Learning without Forgetting", ECCV 2016; MiB's code's plain KD):
+        L = -1/|P| sum_p 1/K sum_{c<K} w_pc log softmax(z_p[:K])_c,     w = softmax(alpha * q)
+    UKD (MiB; Cermelli et al., CVPR 2020): log p_bg := logsumexp_{c in {0} u new} z_c - logsumexp_c z_c
 
 Both losses are cross-entropies H(w, p) between the old model's distribution w = softmax(alpha * q) over its
 K outputs and the new model's (collapsed) distribution p, averaged over pixels and divided by K as MiB does.
@@ -11,6 +15,7 @@ import torch
 from torch import nn
 
 from cdseg.losses.config import KDConfig
+from cdseg.losses.term import StepContext, StepInfo, Term, TermSpec
 
 
 def _reduce(loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -67,3 +72,31 @@ def build_kd_loss(cfg: KDConfig) -> nn.Module | None:
     if cfg.weight == 0:
         return None
     return UnbiasedKD(cfg.alpha) if cfg.unbiased else KD(cfg.alpha)
+
+
+class KDTerm(Term):
+    """lambda_KD x (U)KD of the student's logits on x against the teacher's."""
+
+    name = "kd"
+    needs = frozenset({"logits"})
+    teacher_needs = frozenset({"logits"})
+
+    def __init__(self, loss: nn.Module, weight: float) -> None:
+        super().__init__()
+        self.loss, self.weight = loss, weight
+
+    def forward(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """{"kd": weight x KD}."""
+        assert ctx.teacher is not None and ctx.student.logits is not None and ctx.teacher.logits is not None
+        return {"kd": self.weight * self.loss(ctx.student.logits, ctx.teacher.logits)}
+
+
+def _build(cfg: KDConfig, info: StepInfo) -> Term | None:
+    loss = build_kd_loss(cfg)
+    if loss is None or not info.has_teacher:
+        return None
+    return KDTerm(loss, float(cfg.weight))
+
+
+TERM = TermSpec(section="kd", config=KDConfig, build=_build, order=10, step1_only=None,
+                description="output distillation (LwF, ILT, MiB)")

@@ -33,8 +33,12 @@ FORMAT_VERSION = 1
 MODEL_KEYS = ("format_version", "model", "heads", "bands", "normalisation", "weights_file", "sha256")
 
 
-def save_model(model: IncrementalSegmenter, uri: str | Path, card: Mapping[str, Any], replace: bool = True) -> str:
-    """Write `model` and its card to the folder `uri` (local or s3://) atomically; returns `uri` as a string."""
+def save_model(model: IncrementalSegmenter, uri: str | Path, card: Mapping[str, Any], replace: bool = True,
+               extra: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> str:
+    """Write `model` and its card to the folder `uri` (local or s3://) atomically; returns `uri` as a string.
+
+    `extra`: further tensor files `<name>.safetensors` beside the weights (e.g. the loss terms' state a next
+    step needs: parameter importance), listed in the card with their sha256 and verified by `load_extra`."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -60,6 +64,16 @@ def save_model(model: IncrementalSegmenter, uri: str | Path, card: Mapping[str, 
         save_file(state, str(weights), metadata={"format": "pt", "cdseg_format_version": str(FORMAT_VERSION)})
         weights.chmod(file_mode())  # safetensors creates 0600 whatever the umask; a shared volume needs 0644 etc.
         full["sha256"] = sha256_file(weights)
+        files = {}
+        for name, tensors in (extra or {}).items():
+            if not tensors:
+                continue
+            path = tmp / f"{name}.safetensors"
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(path))
+            path.chmod(file_mode())
+            files[name] = {"file": path.name, "sha256": sha256_file(path)}
+        if files:
+            full["extra_files"] = files
         (tmp / CARD_NAME).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
     _log.info("saved model (%d outputs, sha256 %s) to %s", model.num_outputs, full["sha256"][:12], uri)
     return str(uri)
@@ -103,6 +117,25 @@ def load_state(uri: str | Path, device: str | torch.device = "cpu") -> tuple[dic
     except Exception as exc:
         raise CheckpointError(f"{_name(uri, WEIGHTS_NAME)} is not a readable safetensors file ({exc})") from exc
     return state, card
+
+
+def load_extra(uri: str | Path, name: str, card: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor] | None:
+    """The verified tensors of the extra file `name` of checkpoint `uri` (see `save_model`), or None if it has none."""
+    from safetensors.torch import load_file
+
+    card = card if card is not None else read_card(uri)
+    entry = (card.get("extra_files") or {}).get(name)
+    if entry is None:
+        return None
+    path = _local(uri, entry["file"])
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise CheckpointError(f"{_name(uri, entry['file'])} has sha256 {digest[:16]}..., but its card records "
+                              f"{str(entry['sha256'])[:16]}...: the file is corrupted or was replaced; restore the checkpoint")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{_name(uri, entry['file'])} is not a readable safetensors file ({exc})") from exc
 
 
 def load_model(uri: str | Path, device: str | torch.device = "cpu") -> tuple[IncrementalSegmenter, dict[str, Any]]:

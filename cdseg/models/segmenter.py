@@ -4,6 +4,10 @@
 order background, step-0 classes, step-1 classes, ...; features [B, F, H, W], the decoder output upsampled to
 the input size, which the contrastive term compares.
 
+`model(x, need={...})` returns a `SegOutputs` instead, computed only as far as the names in `need` require
+(`OUTPUTS`): the loss terms of a method ask for what they read, e.g. PLOP's pooled distillation asks for the
+encoder stages and the decoder output, ILT's feature distillation for the last encoder stage only.
+
 Dropout and features (a deliberate choice, see ModelConfig.feature_dropout): the heads always see the
 dropped-out decoder output; the features returned are taken *before* dropout unless `feature_dropout` is set
 (the original returned them after dropout, so its self term compared two independently masked copies).
@@ -15,7 +19,8 @@ classifying 1/16 of the pixels.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -28,6 +33,28 @@ from cdseg.models.decoder import UNetDecoder
 from cdseg.models.encoder import create_encoder
 
 _log = logging.getLogger(__name__)
+
+#: what `forward(x, need=...)` can return (see `SegOutputs`)
+OUTPUTS = frozenset({"logits", "features", "stages", "decoded", "head_logits"})
+
+
+@dataclass
+class SegOutputs:
+    """Named outputs of one forward; a field is None when no active term asked for it.
+
+    logits      [B, C, H, W]   classifier outputs upsampled to the input size
+    features    [B, F, H, W]   decoder output upsampled to the input size (before dropout unless feature_dropout)
+    stages      [[B, C_i, H_i, W_i]]  the encoder's feature maps, shallow to deep
+    decoded     [B, F, h, w]   decoder output at its own resolution, before dropout
+    head_logits [B, C, h, w]   classifier outputs at the decoder's resolution (before upsampling)
+    """
+
+    logits: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    stages: list[torch.Tensor] | None = None
+    decoded: torch.Tensor | None = None
+    head_logits: torch.Tensor | None = None
+
 
 #: band names that take the pretrained weights' own mean/std (index into pretrained_cfg mean/std)
 RGB_INDEX = {"R": 0, "RED": 0, "G": 1, "GREEN": 1, "B": 2, "BLUE": 2}
@@ -83,12 +110,38 @@ class IncrementalSegmenter(nn.Module):
         shape = (1, -1, 1, 1)
         return (x - self.input_mean.view(shape).to(x.dtype)) / self.input_std.view(shape).to(x.dtype)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [B, C_t, H, W] and features [B, F, H, W] of images x in [0, 1]."""
+    def forward(self, x: torch.Tensor, need: Collection[str] | None = None) -> Any:
+        """(logits [B, C_t, H, W], features [B, F, H, W]) of images x in [0, 1]; with `need`, a `SegOutputs`
+        holding those names (and whatever is computed on the way)."""
+        if need is not None:
+            return self.outputs(x, need)
         decoded, dropped, logits = self._run(x)
         features = F.interpolate(dropped if self.cfg.feature_dropout else decoded, size=x.shape[-2:],
                                  mode="bilinear", align_corners=True)
         return logits, features
+
+    def outputs(self, x: torch.Tensor, need: Collection[str]) -> SegOutputs:
+        """The outputs named in `need` (see `OUTPUTS`); the heads do not run unless logits are asked for."""
+        unknown = set(need) - OUTPUTS
+        if unknown:
+            raise ValueError(f"unknown model outputs {sorted(unknown)}; choose from {sorted(OUTPUTS)}")
+        stages = self.encoder(self.normalise(x))
+        out = SegOutputs(stages=list(stages) if "stages" in need else None)
+        if not set(need) - {"stages"}:
+            return out
+        decoded = self.decoder(stages)
+        out.decoded = decoded if "decoded" in need else None
+        wants_heads = "logits" in need or "head_logits" in need
+        dropped = self.dropout(decoded) if wants_heads or (self.cfg.feature_dropout and "features" in need) else decoded
+        if wants_heads:
+            small = torch.cat([head(dropped) for head in self.heads], dim=1)
+            out.head_logits = small if "head_logits" in need else None
+            if "logits" in need:
+                out.logits = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        if "features" in need:
+            out.features = F.interpolate(dropped if self.cfg.feature_dropout else decoded, size=x.shape[-2:],
+                                         mode="bilinear", align_corners=True)
+        return out
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits only (no full-resolution features): what evaluation needs."""

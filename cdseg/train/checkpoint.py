@@ -3,6 +3,7 @@
 Layout of one step's folder (local; remote outputs are mirrored, see `cdseg.train.output`):
 
     resume/it-<iteration>/model/{model.safetensors, model.json}   weights after that iteration
+    resume/it-<iteration>/model/terms.safetensors                 loss terms' state (parameter importance), if any
     resume/it-<iteration>/state.pt                                optimizer, scheduler, scaler, RNG,
                                                                   epoch, iteration, early stopping, history
 Each `it-*` folder is written beside itself under a hidden name and renamed into place when complete
@@ -79,13 +80,15 @@ def latest_resume(resume_root: Path) -> Path | None:
 
 
 def save_resume(resume_root: Path, iteration: int, model: torch.nn.Module, card: dict[str, Any],
-                state: dict[str, Any], keep: int = 1) -> Path:
-    """Write `it-<iteration>/` atomically, then drop all but the newest `keep` folders."""
+                state: dict[str, Any], keep: int = 1, terms: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `it-<iteration>/` atomically, then drop all but the newest `keep` folders.
+
+    `terms`: the loss terms' tensor state (parameter importance), saved as `model/terms.safetensors`."""
     from cdseg.models.io import save_model
 
     target = resume_root / f"{PREFIX}{iteration:09d}"
     with atomic_dir(target, replace=True) as tmp:
-        save_model(model, str(tmp / "model"), card)  # type: ignore[arg-type]
+        save_model(model, str(tmp / "model"), card, extra={"terms": terms or {}})  # type: ignore[arg-type]
         torch.save(state, tmp / STATE_FILE)
     for old in resume_dirs(resume_root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -124,12 +127,19 @@ def check_previous(card: dict[str, Any], uri: str, *, task: str, step: int, step
         raise _bad("bands", got_bands, bands)
 
 
-#: options a resume state must share with the run that resumes it (the rest, e.g. --trainer.epochs, may change)
-RESUME_KEYS = ("method", "seed", "in_channels", "data", "task", "model", "ce", "kd", "aug", "optimizer",
-               "scheduler", "trainer.batch_size", "trainer.amp", "trainer.amp_dtype", "trainer.init_balanced",
-               "trainer.cd_single_forward", "trainer.grad_clip")
-#: data options that do not change what is learned (a restarted pod may see the dataset at another path)
-_IGNORED = ("data.workers", "data.dataset", "data.verify")
+#: options that may change when a run resumes from a resume state; EVERY other option of the resolved config
+#: (and any option added later, e.g. a new loss term's section) must be the same, or the resume is refused.
+#: An entry names an option or a whole section.
+RESUME_MAY_CHANGE = (
+    "output", "prev_checkpoint", "name", "comment", "storage", "metrics",
+    # where / how the data is read, not what is learned (a restarted pod may see the dataset at another path)
+    "data.workers", "data.dataset", "data.verify",
+    # budget, validation, early stopping, logging, checkpoints, speed knobs that do not change the arithmetic
+    "trainer.device", "trainer.epochs", "trainer.max_iters", "trainer.limit_batches", "trainer.limit_val_batches",
+    "trainer.validate_every", "trainer.monitor", "trainer.patience", "trainer.min_delta", "trainer.restore_best",
+    "trainer.channels_last", "trainer.compile", "trainer.log_every", "trainer.checkpoint_every_iters",
+    "trainer.resume", "trainer.keep_remote_resume", "trainer.deterministic",
+)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -142,21 +152,31 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def resume_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
-    """The options of a resolved config (model_dump(mode="json")) that a resume must not change."""
+    """The options of a resolved config (model_dump(mode="json")) that a resume must not change: all of them
+    but `RESUME_MAY_CHANGE`."""
     flat = _flatten(config)
     return {k: v for k, v in flat.items()
-            if any(k == key or k.startswith(key + ".") for key in RESUME_KEYS) and k not in _IGNORED}
+            if not any(k == key or k.startswith(key + ".") for key in RESUME_MAY_CHANGE)}
 
 
-def check_resume_config(saved: dict[str, Any] | None, current: dict[str, Any], folder: Path) -> None:
-    """Refuse a resume state written by a run with other settings, naming the first option that differs."""
+def check_resume_config(saved: dict[str, Any] | None, current: dict[str, Any], folder: Path,
+                        defaults: dict[str, Any] | None = None) -> None:
+    """Refuse a resume state written by a run with other settings, naming the first option that differs.
+
+    An option the saved state does not record (it was written by an older cdseg) counts as its value in
+    `defaults` (the options' own defaults, which is how the older code behaved)."""
     if not saved:
         return
+    missing = object()
     keys = sorted(set(saved) | set(current), key=lambda k: (k != "method", k))
-    diff = [k for k in keys if saved.get(k) != current.get(k)]
+
+    def was(k: str) -> Any:
+        return saved[k] if k in saved else (defaults or {}).get(k, missing)
+
+    diff = [k for k in keys if was(k) != current.get(k, missing)]
     if diff:
-        was = ", ".join(f"--{k.replace('_', '-')}={saved.get(k)!r}" for k in diff[:6])
+        before = ", ".join(f"--{k.replace('_', '-')}={saved.get(k)!r}" for k in diff[:6])
         now = ", ".join(f"{current.get(k)!r}" for k in diff[:6])
         more = f" (and {len(diff) - 6} more)" if len(diff) > 6 else ""
-        raise CheckpointError(f"resume state {folder} was written with {was}{more}; this run has {now}; use another "
+        raise CheckpointError(f"resume state {folder} was written with {before}{more}; this run has {now}; use another "
                               f"--output, delete {folder.parent}, or pass --no-trainer.resume to start over")

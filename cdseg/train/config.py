@@ -1,30 +1,35 @@
 """`TrainConfig` (root of `cdseg train`) and the trainer's own sections.
 
-Method recipes (`--method ft|uft|mib|mib-cd|ft-cd|joint`) are YAML files in `recipes/`; they are
-applied through `Section.presets`, so they sit *below* every value the user gave (YAML, env, CLI).
-The original project's validators overwrote `--kd.decoder-factor`, `--ce.unbiased` and
-`--model.init-balanced` for every method (seed-spec §1.4, bug 6); here an explicit value always wins.
+Method recipes (`--method`, one YAML file each in `recipes/`, listed by `cdseg.train.methods`) are applied
+through `Section.presets`, so they sit *below* every value the user gave (YAML, env, CLI). The original
+project's validators overwrote `--kd.decoder-factor`, `--ce.unbiased` and `--model.init-balanced` for every
+method (seed-spec §1.4, bug 6); here an explicit value always wins.
+
+Every loss term's config section (`cdseg.losses.registry.term_specs()`) is a field of `TrainConfig`: `ce`, `kd`
+and `aug` are declared here (typed, other code reads them), the others are added from the term modules.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from importlib import resources
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from cdseg.config.base import Section
 from cdseg.data.config import DataConfig
 from cdseg.losses.config import AugConfig, CEConfig, KDConfig
+from cdseg.losses.registry import step1_only_options, term_specs
 from cdseg.metrics.config import MetricsConfig
 from cdseg.models.config import ModelConfig
 from cdseg.storage.config import StorageConfig
 from cdseg.tasks.config import TaskConfig
+from cdseg.train.methods import method_names, recipe
 
-Method = Literal["ft", "uft", "mib", "mib-cd", "ft-cd", "joint"]
-METHODS: tuple[str, ...] = ("ft", "uft", "mib", "mib-cd", "ft-cd", "joint")
+METHODS: tuple[str, ...] = method_names()
+if TYPE_CHECKING:
+    Method = str
+else:
+    Method = Literal[METHODS]
 Metric = Literal["miou", "f1", "acc", "loss"]
 
 
@@ -83,19 +88,10 @@ class SchedulerConfig(Section):
     gamma: float = Field(0.96, gt=0, le=1, description="decay per epoch of exp (applied smoothly per iteration)")
 
 
-@cache
-def recipe(method: str) -> dict[str, Any]:
-    """The YAML recipe of `method` (sections -> fields)."""
-    text = resources.files("cdseg.train").joinpath("recipes").joinpath(f"{method}.yaml").read_text()
-    data = yaml.safe_load(text) or {}
-    assert isinstance(data, dict)
-    return data
-
-
 #: TrainConfig options that only act from step 1 on (teacher, unbiased losses, head init, invariance against the
 #: old model) or do not change what is trained: two configs differing only in these train step 0 identically.
-STEP1_ONLY = ("method", "ce.unbiased", "kd", "model.init_balanced", "trainer.init_balanced", "aug.factor_icl",
-              "prev_checkpoint", "output", "name", "comment")
+STEP1_ONLY = ("method", "model.init_balanced", "trainer.init_balanced", "prev_checkpoint", "output", "name",
+              "comment", *step1_only_options())
 
 
 def step0_fingerprint(cfg: TrainConfig) -> str:
@@ -115,11 +111,25 @@ def step0_fingerprint(cfg: TrainConfig) -> str:
     return json.dumps(kept, sort_keys=True, default=str)
 
 
-class TrainConfig(Section):
+_DECLARED = ("ce", "kd", "aug")
+
+
+def _term_sections() -> dict[str, Any]:
+    return {spec.section: (spec.config, Field(default_factory=spec.config, description=spec.description))
+            for spec in term_specs() if spec.section not in _DECLARED}
+
+
+if TYPE_CHECKING:
+    _TermSections = Section
+else:
+    _TermSections = create_model("_TermSections", __base__=Section, **_term_sections())
+
+
+class TrainConfig(_TermSections):
     """`cdseg train`: one incremental step; writes `<output>/step-<k>/`."""
 
-    method: Method = Field("mib", description="method recipe: ft, uft, mib, mib-cd, ft-cd, joint (defaults of "
-                           "ce/kd/aug/model; explicit options win)")
+    method: Method = Field("mib", description=f"method recipe: {', '.join(METHODS)} (defaults of the loss terms' "
+                           "sections and the head init; explicit options win)")
     output: str = Field("outputs/run", description="run folder or s3:// URI; this step writes <output>/step-<k>/")
     prev_checkpoint: str | None = Field(None, description="step k-1's model folder or URI (default: "
                                         "<output>/step-<k-1>/model)")
@@ -143,23 +153,24 @@ class TrainConfig(Section):
     @staticmethod
     def uses_previous_checkpoint(method: str) -> bool:
         """Whether `method` starts step k > 0 from step k-1's checkpoint (joint trains every step from scratch)."""
-        return method != "joint"
+        return recipe(method).previous
 
     @classmethod
     def presets(cls, user: dict[str, Any]) -> dict[str, Any]:
-        """The `--method` recipe, restricted to fields the sections really have."""
+        """The `--method` recipe's term settings and head init, restricted to fields the sections really have."""
         method = user.get("method", cls.model_fields["method"].default)
         if method not in METHODS:
             return {}  # validation reports the bad method with the allowed values
-        out: dict[str, Any] = {}
-        for section, values in recipe(method).items():
+        r = recipe(method)
+        out: dict[str, Any] = {"trainer": {"init_balanced": r.head_init == "mib"}}
+        for section, values in r.terms.items():
             info = cls.model_fields.get(section)
-            if info is None or not isinstance(values, dict):
-                continue
+            assert info is not None, f"recipe {method}: no loss term has the config section {section!r}"
             fields = getattr(info.annotation, "model_fields", {})
-            kept = {k: v for k, v in values.items() if k in fields}
-            if kept:
-                out[section] = kept
+            unknown = set(values) - set(fields)
+            assert not unknown, f"recipe {method}: section {section} has no option(s) {sorted(unknown)}"
+            if values:
+                out[section] = dict(values)
         return out
 
     @field_validator("prev_checkpoint")
@@ -169,7 +180,7 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.method == "joint" and self.prev_checkpoint:
-            raise ValueError(f"--prev-checkpoint={self.prev_checkpoint!r} is not used by --method joint (it trains "
-                             "every class up to --task.step from scratch); drop it")
+        if self.prev_checkpoint and not recipe(self.method).previous:
+            raise ValueError(f"--prev-checkpoint={self.prev_checkpoint!r} is not used by --method {self.method} (it "
+                             "trains every class up to --task.step from scratch); drop it")
         return self

@@ -139,7 +139,9 @@ def build_datasets(cfg: TrainConfig, task: Any, prepared: Any, bands: list[str])
     step = cfg.task.step
     train = IncrementalDataset(prepared, task, step, "train", cfg.task.filter_mode, from_data_config(cfg.data),
                                seed=cfg.task.seed, bands=bands)
-    if cfg.method == "joint":
+    from cdseg.train.methods import recipe
+
+    if recipe(cfg.method).labels == "all_seen":
         # Joint training: every training patch, every class seen up to the step fully labelled (the val LUT).
         train.records = prepared.patches("train")
         train.lut = torch.from_numpy(task.label_lut(step, "val").astype("int64"))

@@ -68,14 +68,15 @@ def _card(cfg: TrainConfig, task: Any, step: int) -> Any:
     return card
 
 
-def _load_previous(cfg: TrainConfig, task: Any, bands: list[str], student: nn.Module) -> tuple[nn.Module, str]:
+def _load_previous(cfg: TrainConfig, task: Any, bands: list[str],
+                   student: nn.Module) -> tuple[nn.Module, str, dict[str, Any]]:
     from cdseg.models.io import load_model
 
     step = cfg.task.step
     uri = cfg.prev_checkpoint or join(cfg.output, f"step-{step - 1}", "model")
     teacher, card = load_model(uri, "cpu")
     check_previous(card, uri, task=task.name, step=step, steps=[list(s) for s in task.steps], bands=bands)
-    return teacher, uri
+    return teacher, uri, card
 
 
 def _run_owned(cfg: TrainConfig, info: D.DistInfo) -> str:
@@ -106,7 +107,8 @@ def _run_owned(cfg: TrainConfig, info: D.DistInfo) -> str:
 
 def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     from cdseg.data.prepared import PreparedDataset
-    from cdseg.losses import build_kd_loss, build_seg_loss
+    from cdseg.losses.registry import build_terms
+    from cdseg.losses.term import StepInfo
     from cdseg.models import build_segmenter, init_new_head_mib, load_previous_into
 
     t = cfg.trainer
@@ -142,7 +144,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     student = build_segmenter(cfg.model, task.heads(step), bands, stats)
     teacher = None
     if uses_teacher:
-        teacher, prev_uri = _load_previous(cfg, task, bands, student)
+        teacher, prev_uri, prev_card = _load_previous(cfg, task, bands, student)
     if t.resume and info.local_rank == 0:
         out.fetch_resume()  # remote outputs: one download per node
     if info.is_main and out.resume_root.is_dir():
@@ -164,7 +166,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
         from cdseg.models.io import load_state as load_weights
 
         state = load_state(resume_dir)
-        check_resume_config(state.get("config"), resume_fingerprint(cfg.model_dump(mode="json")), resume_dir)
+        check_resume_config(state.get("config"), resume_fingerprint(cfg.model_dump(mode="json")), resume_dir,
+                            defaults=resume_fingerprint(TrainConfig.model_validate({}).model_dump(mode="json")))
         weights, _ = load_weights(str(resume_dir / "model"))
         student.load_state_dict(weights)
     elif teacher is not None:
@@ -198,9 +201,24 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     scaler = torch.amp.GradScaler("cuda") if fp16 else None
 
     old_count = sum(task.heads(step - 1)) if uses_teacher else 0
-    seg = build_seg_loss(cfg.ce, old_count).to(info.device)
-    kd = build_kd_loss(cfg.kd) if uses_teacher else None
-    method = MethodStep(wrapped, teacher, seg, kd, float(cfg.kd.weight), cfg.aug, cfg.seed, t.cd_single_forward)
+    step_info = StepInfo(step=step, old_classes=old_count, num_outputs=task.num_outputs(step),
+                         has_teacher=teacher is not None, seed=cfg.seed)
+    terms = [term.to(info.device) for term in build_terms(cfg, step_info)]
+    method = MethodStep(wrapped, teacher, terms, cfg.aug, cfg.seed, t.cd_single_forward)
+    if teacher is not None:
+        from cdseg.models.io import load_extra
+
+        carried = load_extra(prev_uri, "terms", prev_card)
+        if carried:
+            method.load_carried({k: v.to(info.device) for k, v in carried.items()})
+    if resume_dir is not None:
+        from cdseg.models.io import load_extra
+
+        kept = load_extra(str(resume_dir / "model"), "terms")
+        if kept:
+            method.load_state_tensors({k: v.to(info.device) for k, v in kept.items()})
+    log.info("method %s: terms %s%s", cfg.method, ", ".join(type(term).__name__ for term in terms),
+             "; frozen teacher forward once per batch" if method.needs_teacher_forward else "")
 
     num_classes = task.num_outputs(step)
     # old / new as the task defines them, for every method (ft and joint too): outputs 1.. of the classes
@@ -213,6 +231,9 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
                       num_classes, old_idx, new_idx, out, _card(cfg, task, step), total, sink)
     if state is not None:
         trainer.load_state_dict(state)
+    sampler.set_epoch(0, 0)
+    if method.calibrate(loader, info.device, lambda t: D.all_reduce_sum(t, info)):
+        log.info("measured the terms' per-class statistics on the training data with the previous model")
     file_log = None
     if info.is_main:
         from cdseg.config import save_config
@@ -229,7 +250,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
             raise TrainingDiverged(f"step {step} diverged before any validation ({trainer.stopper.reason}); lower "
                                    "--optimizer.lr, add --scheduler.warmup-iters or --trainer.grad-clip")
         if info.is_main:
-            _finish(cfg, trainer, student, out)
+            _finish(cfg, trainer, student, out, method.carry_state())
         D.barrier(info)
     finally:
         if sink is not None:
@@ -251,7 +272,8 @@ def _file_log(out: StepOutput) -> logging.Handler:
     return handler
 
 
-def _finish(cfg: TrainConfig, trainer: Trainer, student: nn.Module, out: StepOutput) -> None:
+def _finish(cfg: TrainConfig, trainer: Trainer, student: nn.Module, out: StepOutput,
+            carry: dict[str, torch.Tensor] | None = None) -> None:
     """Write model/: the best validated weights when --trainer.restore-best and a best exists, else the last."""
     from cdseg.models.io import load_state as load_weights
     from cdseg.models.io import save_model
@@ -267,7 +289,8 @@ def _finish(cfg: TrainConfig, trainer: Trainer, student: nn.Module, out: StepOut
         extra.update(epoch=card.get("epoch"), metric=card.get("metric"), selected="best")
     else:
         extra.update(selected="last", metric={cfg.trainer.monitor: stopper.best_score} if stopper.best_score is not None else None)
-    save_model(student, str(out.path("model")), trainer.card(extra), replace=True)  # type: ignore[arg-type]
+    save_model(student, str(out.path("model")), trainer.card(extra), replace=True,  # type: ignore[arg-type]
+               extra={"terms": carry or {}})
     out.publish("model")
     log.info("step %d model (%s, epoch %s) written to %s", cfg.task.step, extra["selected"], extra["epoch"],
              out.uri_of("model"))

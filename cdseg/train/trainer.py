@@ -182,6 +182,7 @@ class Trainer:
             loss = terms["loss"]
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
+                self.step.after_backward(float(self.scaler.get_scale()))
                 if t.grad_clip:
                     self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -189,9 +190,11 @@ class Trainer:
                 self.scaler.update()
             else:
                 loss.backward()
+                self.step.after_backward()
                 if t.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
                 self.optimizer.step()
+            self.step.after_step()
             self.scheduler.step()
             for k, v in terms.items():
                 acc[k] = acc[k] + v.detach().float() if k in acc else v.detach().float()
@@ -281,7 +284,8 @@ class Trainer:
             return
         p = self.progress
         folder = save_resume(self.out.resume_root, p.iteration, self.model,
-                             self.card({"epoch": p.epoch, "iteration": p.iteration}), self.state_dict())
+                             self.card({"epoch": p.epoch, "iteration": p.iteration}), self.state_dict(),
+                             terms=self.step.state_tensors())
         self.out.publish(f"resume/{folder.name}")
         self.out.prune_resume(self.cfg.trainer.keep_remote_resume)
         write_text_atomic(self.out.path("history.json"), json.dumps(strict_json(p.history), indent=1, allow_nan=False))

@@ -41,7 +41,7 @@ def train_step(
     Args:
         task: task name (`offline`, `222a`, `321`, `6s`) or a task YAML URI.
         step: the step to train (0 for the first); step k > 0 needs `prev_model` = step k-1's checkpoint.
-        method: training recipe (`ft`, `uft`, `mib`, `mib-cd`, `ft-cd`, `joint`); options override its defaults.
+        method: training recipe (`cdseg train --help` lists them); options override its defaults.
         data: the prepared dataset.
         model: the step's checkpoint (safetensors + model.json); metadata: task, step, classes, method, checksum.
         prev_model: step k-1's checkpoint (absent at step 0).

@@ -154,3 +154,21 @@ def test_predict_logits_skips_the_feature_forward(tiny_model) -> None:
     conv = nn.Conv2d(3, 4, 1)
     assert torch.equal(predict_logits(conv, x), conv(x))
     assert torch.equal(predict_logits(nn.Sequential(conv), x), conv(x))
+
+
+def test_named_outputs_are_computed_only_as_far_as_asked_and_match_the_tuple(tiny_model) -> None:  # noqa: ANN001
+    model = tiny_model().eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ran: list[str] = []
+    model.decoder.register_forward_hook(lambda *_: ran.append("decoder"))
+    model.heads[0].register_forward_hook(lambda *_: ran.append("heads"))
+    out = model(x, need={"stages"})
+    assert out.stages and out.logits is None and out.features is None and ran == []
+    out = model(x, need={"features"})
+    assert out.features is not None and out.logits is None and ran == ["decoder"]
+    logits, features = model(x)
+    full = model(x, need={"logits", "features", "stages", "decoded", "head_logits"})
+    assert torch.equal(full.logits, logits) and torch.equal(full.features, features)
+    assert full.head_logits.shape[-2:] == full.decoded.shape[-2:] and len(full.stages) == len(model.encoder.feature_info)
+    with pytest.raises(ValueError, match="unknown model outputs"):
+        model(x, need={"attention"})

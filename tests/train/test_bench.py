@@ -11,10 +11,15 @@ from cdseg.bench.train import BenchTrainConfig, format_table, run_bench_train
 
 
 def test_bench_train_reports_every_method_and_flops_ratios() -> None:
-    cfg = BenchTrainConfig(size=32, batch_size=2, iters=2, warmup=0, threads=1)
+    assert {"ft", "plop", "ewc", "pi", "rw", "mib-cd-2fwd"} <= set(BenchTrainConfig().methods)
+    cfg = BenchTrainConfig(size=32, batch_size=2, iters=2, warmup=0, threads=1,
+                           methods=["ft", "mib", "mib-cd", "mib-cd-2fwd", "plop", "rw"])
     result = run_bench_train(cfg)
     rows = {r["method"]: r for r in result["results"]}
-    assert set(rows) == {"ft", "mib", "mib-cd", "mib-cd-2fwd"}
+    assert set(rows) == {"ft", "mib", "mib-cd", "mib-cd-2fwd", "plop", "rw"}
+    # one frozen forward shared by POD and the pseudo-labels; the importance is elementwise work only
+    assert 1.0 < rows["plop"]["flops_ratio_to_ft"] <= 1.5
+    assert rows["rw"]["flops_ratio_to_ft"] <= 1.1
     assert rows["ft"]["ratio_to_ft"]["median"] == 1.0 and rows["ft"]["ratio_to_ft"]["rounds"] == 2
     # CPU seconds are measured, never compared: at this toy size the host's load decides their order
     assert rows["ft"]["cpu_ratio_to_ft"]["median"] == 1.0 and rows["mib-cd"]["cpu_s"] > 0 and rows["ft"]["cpu_s"] > 0

@@ -8,7 +8,8 @@ from cdseg.cli.main import build_parser
 from cdseg.cli.train import COMMAND
 from cdseg.config import load_config
 from cdseg.errors import ConfigError
-from cdseg.train.config import METHODS, TrainConfig, recipe
+from cdseg.train.config import METHODS, TrainConfig
+from cdseg.train.methods import recipe
 
 
 def _cfg(**cli: object) -> TrainConfig:
@@ -35,7 +36,7 @@ def test_recipes_match_the_original_scripts(method: str, ce_unbiased: bool, kd_u
 
 def test_every_method_has_a_recipe() -> None:
     for method in METHODS:
-        assert set(recipe(method)) <= set(TrainConfig.model_fields)
+        assert set(recipe(method).terms) <= set(TrainConfig.model_fields)
 
 
 def test_explicit_value_is_never_overridden_by_the_method() -> None:
@@ -58,7 +59,7 @@ def test_default_method_is_mib() -> None:
 
 def test_unknown_method_names_the_choices() -> None:
     with pytest.raises(ConfigError, match="method"):
-        _cfg(method="lwf")
+        _cfg(method="lwf-v2")
 
 
 def test_joint_refuses_a_previous_checkpoint() -> None:

@@ -14,13 +14,14 @@ from train._util import tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
-#: the default tier runs offline and 222a (the demo's task) for every method; 321 and 6s (6 steps) add about
-#: 2 minutes and run with `pytest -m slow`
+#: the default tier runs offline and 222a (the demo's task) for the FAST methods; 321 and 6s (6 steps) and the
+#: other methods run with `pytest -m slow` (tests/train/test_methods.py chains a few of those in the default tier)
 SHIPPED_TASKS = ("offline", "222a", pytest.param("321", marks=pytest.mark.slow), pytest.param("6s", marks=pytest.mark.slow))
+FAST = ("ft", "uft", "mib", "mib-cd", "ft-cd", "joint")
 
 
 @pytest.mark.parametrize("task", SHIPPED_TASKS)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
 def test_every_step_of_every_task(task: str, method: str, prepared_dataset: Path, tmp_path: Path) -> None:
     steps = get_task(task).num_steps
     out = tmp_path / "run"

@@ -45,7 +45,12 @@ def test_steps_0_1_2_chain(prepared_dataset: Path, tmp_path: Path) -> None:
     assert _same(_weights(out / "step-2" / "model"), _weights(out / "step-2" / "best"))
 
 
-@pytest.mark.parametrize("method", METHODS)
+#: new methods whose step 1 runs end to end elsewhere in the default tier (tests/train/test_methods.py chains
+#: plop-cd and rw; lwf is mib's KD without the unbiased parts) or in the slow tier (test_every_task.py)
+_COVERED = ("lwf", "rw", "plop", "plop-cd")
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in _COVERED else m for m in METHODS])
 def test_every_method_at_step_1(method: str, prepared_dataset: Path, step0_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     shutil.copytree(step0_run / "step-0", out / "step-0")
@@ -61,6 +66,10 @@ def test_every_method_at_step_1(method: str, prepared_dataset: Path, step0_run: 
         assert {"train_cd", "train_cd_old", "train_cd_self"} <= terms
     if method in ("ft", "uft", "joint"):
         assert terms == {"train_seg", "train_loss"}
+    expected = {"lwf": {"train_kd"}, "lwf-mc": {"train_mcd"}, "ilt": {"train_kd", "train_fd"},
+                "ewc": {"train_reg"}, "pi": {"train_reg"}, "rw": {"train_reg"},
+                "plop": {"train_pod", "train_pseudo_kept"}, "plop-cd": {"train_pod", "train_cd"}}
+    assert expected.get(method, set()) <= terms
 
 
 def test_mib_head_init_and_previous_weights_loaded(prepared_dataset: Path, step0_run: Path, tmp_path: Path) -> None:
@@ -136,6 +145,45 @@ def test_crash_mid_epoch_then_resume_equals_uninterrupted(prepared_dataset: Path
     assert ha == hb
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "step"), [("rw", 0), ("pi", 0), ("plop", 1)])
+def test_terms_state_resumes_bitwise(method: str, step: int, prepared_dataset: Path, step0_run: Path,
+                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importance (rw, pi) and PLOP's measured thresholds survive a crash: the resumed step ends bitwise equal."""
+    over = {"method": method, "task__step": step, "trainer__epochs": 2, "trainer__limit_batches": 3,
+            "trainer__checkpoint_every_iters": 1, "reg__iterations": 2}
+    for run in ("a", "b"):
+        if step:
+            shutil.copytree(step0_run / "step-0", tmp_path / run / "step-0")
+    run_train(tiny_cfg(prepared_dataset, tmp_path / "a", **over))
+
+    from cdseg.train.trainer import Trainer
+
+    original = Trainer._report
+
+    def crash(self: Trainer, *args: object) -> bool:
+        if self.progress.iteration == 5:
+            raise _Crash
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "_report", crash)
+    with pytest.raises(_Crash):
+        run_train(tiny_cfg(prepared_dataset, tmp_path / "b", **over))
+    monkeypatch.setattr(Trainer, "_report", original)
+    run_train(tiny_cfg(prepared_dataset, tmp_path / "b", **over))
+    folder = f"step-{step}"
+    assert _same(_weights(tmp_path / "a" / folder / "model"), _weights(tmp_path / "b" / folder / "model"))
+    if method != "plop":
+        from safetensors.torch import load_file
+
+        ta = load_file(str(tmp_path / "a" / folder / "model" / "terms.safetensors"))
+        tb = load_file(str(tmp_path / "b" / folder / "model" / "terms.safetensors"))
+        assert ta and _same(ta, tb)
+    ha = json.loads((tmp_path / "a" / folder / "history.json").read_text())
+    hb = json.loads((tmp_path / "b" / folder / "history.json").read_text())
+    assert ha == hb
+
+
 def test_finished_step_rerun_returns_without_training(prepared_dataset: Path, step0_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     shutil.copytree(step0_run / "step-0", out / "step-0")
@@ -149,10 +197,10 @@ def test_finished_step_rerun_returns_without_training(prepared_dataset: Path, st
 
 def test_nan_loss_stops_and_writes_no_model(prepared_dataset: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import cdseg.losses
+    import cdseg.losses.ce
     from cdseg.train.run import TrainingDiverged
 
-    real = cdseg.losses.build_seg_loss
+    real = cdseg.losses.ce.build_seg_loss
 
     class _Nan(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -162,7 +210,7 @@ def test_nan_loss_stops_and_writes_no_model(prepared_dataset: Path, tmp_path: Pa
         def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return self.inner(z, y) * float("nan")
 
-    monkeypatch.setattr(cdseg.losses, "build_seg_loss", lambda *a, **k: _Nan(real(*a, **k)))
+    monkeypatch.setattr(cdseg.losses.ce, "build_seg_loss", lambda *a, **k: _Nan(real(*a, **k)))
     with pytest.raises(TrainingDiverged, match="not finite"):
         run_train(tiny_cfg(prepared_dataset, tmp_path / "r", task__step=0))
     assert not (tmp_path / "r" / "step-0" / "model").exists()

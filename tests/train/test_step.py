@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from cdseg.losses import AugConfig, CEConfig, KDConfig, build_kd_loss, build_seg_loss
+from cdseg.losses import AugConfig, CEConfig, KDConfig
+from cdseg.losses.ce import SegTerm, build_seg_loss
+from cdseg.losses.contrastive import CDTerm
+from cdseg.losses.kd import KDTerm, build_kd_loss
 from cdseg.train.step import MethodStep
 
 torch.set_num_threads(1)
@@ -33,9 +36,11 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 def _step(single: bool = True, teacher: bool = True) -> MethodStep:
     torch.manual_seed(0)
     student, old = _Tiny(5), _Tiny(3) if teacher else None
-    return MethodStep(student, old, build_seg_loss(CEConfig(unbiased=True), 3 if teacher else 0),
-                      build_kd_loss(KDConfig(unbiased=True, weight=10.0)), 10.0, AugConfig(factor=0.1, factor_icl=0.1),
-                      seed=7, single_forward=single)
+    aug = AugConfig(factor=0.1, factor_icl=0.1)
+    kd = build_kd_loss(KDConfig(unbiased=True, weight=10.0))
+    assert kd is not None
+    terms = [SegTerm(build_seg_loss(CEConfig(unbiased=True), 3 if teacher else 0)), KDTerm(kd, 10.0), CDTerm(aug)]
+    return MethodStep(student, old, terms, aug, seed=7, single_forward=single)
 
 
 def test_mib_cd_terms_and_total() -> None:
@@ -80,7 +85,35 @@ def test_transform_is_a_function_of_the_iteration() -> None:
 @pytest.mark.parametrize("teacher", [False, True])
 def test_plain_methods_have_seg_only_or_kd(teacher: bool) -> None:
     torch.manual_seed(0)
-    step = MethodStep(_Tiny(5), _Tiny(3) if teacher else None, build_seg_loss(CEConfig(), 0),
-                      build_kd_loss(KDConfig(weight=10.0)), 10.0, AugConfig(), seed=0)
+    kd = build_kd_loss(KDConfig(weight=10.0))
+    assert kd is not None
+    terms = [SegTerm(build_seg_loss(CEConfig(), 0))] + ([KDTerm(kd, 10.0)] if teacher else [])
+    step = MethodStep(_Tiny(5), _Tiny(3) if teacher else None, terms, AugConfig(), seed=0)
     x, y = _batch()
     assert set(step(x, y, 0)) == ({"seg", "kd", "loss"} if teacher else {"seg", "loss"})
+
+
+@pytest.mark.parametrize("method", ["plop", "plop-cd", "ilt", "mib"])
+def test_the_teacher_runs_once_per_batch_however_many_terms_read_it(method: str) -> None:
+    from cdseg.config import load_config
+    from cdseg.losses.registry import build_terms
+    from cdseg.losses.term import StepInfo
+    from cdseg.models import ModelConfig, build_segmenter
+    from cdseg.train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, cli={"method": method}, environ={})
+    mcfg = ModelConfig(encoder="test_resnet", pretrained=False, norm="bn")
+    torch.manual_seed(0)
+    student = build_segmenter(mcfg, [3, 2], ["R", "G", "B"])
+    teacher = build_segmenter(mcfg, [3], ["R", "G", "B"]).freeze()
+    calls: list[frozenset[str]] = []
+    teacher.register_forward_pre_hook(lambda _m, args, kwargs: calls.append(frozenset(kwargs.get("need") or ())),
+                                      with_kwargs=True)
+    terms = build_terms(cfg, StepInfo(step=1, old_classes=3, num_outputs=5, has_teacher=True))
+    assert sum(bool(t.teacher_needs) for t in terms) >= 1
+    step = MethodStep(student, teacher, terms, cfg.aug, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 32, generator=g), torch.randint(0, 5, (2, 32, 32), generator=g)
+    step(x, y, 0)["loss"].backward()
+    assert len(calls) == 1
+    assert calls[0] == frozenset().union(*(t.teacher_needs for t in terms))
