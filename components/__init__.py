@@ -10,6 +10,6 @@ bodies import (`components.artifacts`, `components.train.run`, ...) must not pul
 definitions.
 """
 
-from components.settings import DEFAULT_IMAGE, LAUNCH_MODES, MAX_STEPS
+from components.settings import DEFAULT_IMAGE, LAUNCH_MODES
 
-__all__ = ["DEFAULT_IMAGE", "LAUNCH_MODES", "MAX_STEPS"]
+__all__ = ["DEFAULT_IMAGE", "LAUNCH_MODES"]

@@ -11,6 +11,3 @@ DEFAULT_IMAGE = f"ghcr.io/cdseg/cdseg:{__version__}"
 #: Launch modes of the train component: in its own pod, or as a cluster job of a kind (`auto`: whichever
 #: the cluster serves, TrainJob first; see cdseg.launch.backend).
 LAUNCH_MODES = ("local", "auto", "trainjob", "pytorchjob")
-
-#: The report component takes one optional input per step; ISPRS has 6 classes, so no task has more steps.
-MAX_STEPS = 6

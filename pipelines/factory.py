@@ -7,14 +7,18 @@ from typing import Any
 from kfp import dsl, kubernetes
 from kfp.dsl import Model
 
-from components import DEFAULT_IMAGE, MAX_STEPS
+from components import DEFAULT_IMAGE
 from components.evaluate import evaluate
 from components.prepare import prepare
 from components.report import report
 from components.train import train_step
 
-#: the tasks whose compiled pipeline is checked in (pipelines/compiled/<task>.yaml)
-SHIPPED_TASKS = ("offline", "222a", "321", "6s")
+#: the tasks whose compiled pipeline is checked in, as (dataset, task): pipelines/compiled/<task>.yaml (the ISPRS
+#: tasks, shared by Potsdam and Vaihingen). Any other dataset's task compiles on demand
+#: (`cdseg pipeline compile --dataset loveda --task 4-3` -> loveda-4-3.yaml).
+SHIPPED_TASKS: tuple[tuple[str, str], ...] = (
+    ("potsdam", "offline"), ("potsdam", "222a"), ("potsdam", "321"), ("potsdam", "6s"),
+)
 
 #: pipeline parameter -> TrainConfig option it sets (its default is TrainConfig's, read at compile time)
 HPARAMS: dict[str, str] = {
@@ -56,15 +60,13 @@ class BuildOptions:
             raise ValueError("accelerator_count needs accelerator_type (e.g. nvidia.com/gpu)")
 
 
-def num_steps_of(task: str) -> int:
-    """The task's step count (cdseg.tasks), checked against what the report component can take."""
-    from cdseg.errors import ConfigError
+def num_steps_of(task: str, dataset: str = "potsdam", dataset_def: str | None = None) -> int:
+    """The task's step count: a task of the dataset's definition (cdseg.data), or a task YAML file over its classes."""
+    from cdseg.data.source import get_source
     from cdseg.tasks import get_task
 
-    n = int(get_task(task).num_steps)
-    if not 1 <= n <= MAX_STEPS:
-        raise ConfigError(f"task {task!r} has {n} steps; the pipeline supports 1..{MAX_STEPS}")
-    return n
+    fields = get_source(dataset, dataset_def).definition.manifest_fields()
+    return int(get_task(task, fields).num_steps)
 
 
 def hparam_defaults() -> dict[str, Any]:
@@ -82,12 +84,14 @@ def pipeline_name(task: str) -> str:
     return "cdseg-" + (re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") or "task")
 
 
-def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOptions | None = None) -> Any:
-    """Build the pipeline of `task` (steps fixed now; method, hyper-parameters, image, launch mode at run time)."""
+def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOptions | None = None,
+                  dataset: str = "potsdam", dataset_def: str | None = None) -> Any:
+    """Build the pipeline of `task` of `dataset` (steps fixed now: the task's; method, hyper-parameters, image and
+    launch mode at run time)."""
     opts = options or BuildOptions()
-    steps = num_steps if num_steps is not None else num_steps_of(task)
-    if not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"num_steps={steps} must be in 1..{MAX_STEPS}")
+    steps = num_steps if num_steps is not None else num_steps_of(task, dataset, dataset_def)
+    if steps < 1:
+        raise ValueError(f"num_steps={steps} must be at least 1")
     hp = hparam_defaults()
     in_channels_default = int(hp["in_channels"] or 0)
 
@@ -132,7 +136,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         """Class-incremental training of one task, step by step, with evaluation and a report.
 
         Args:
-            source: the ISPRS release (zips or folders) or generated scenes to prepare: a path or s3:// URI.
+            source: the release (zips or folders) or generated scenes to prepare: a path or s3:// URI.
             method: training recipe: ft, uft, mib, mib-cd, ft-cd or joint (the offline upper bound).
             epochs: training epochs per step (the recipe's early stopping and train_options may end it sooner).
             batch_size: images per iteration and process.
@@ -189,7 +193,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
 
         prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare")
         data = prep.outputs["dataset"]
-        results = []
+        history = None
         prev = None
         for k in range(steps):
             if k == 0 and opts.import_step0:
@@ -212,12 +216,13 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                 kubernetes.add_node_selector_json(tr, node_selector)
                 kubernetes.add_toleration_json(tr, tolerations)
                 model = tr.outputs["model"]
+            earlier: dict[str, Any] = {"earlier": history} if history is not None else {}
             ev = common(evaluate(data=data, model=model, options=test_options, method=method,
-                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), f"evaluate step {k}")
-            results.append(ev.outputs["results"])
+                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **earlier), f"evaluate step {k}")
+            history = ev.outputs["history"]
             prev = model
         rep = common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=keep_pushed_metrics,
-                            **{f"step_{k}": r for k, r in enumerate(results)}), "report")
+                            history=history), "report")
         return rep.outputs["report_dir"]
 
     return cdseg_pipeline

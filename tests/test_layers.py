@@ -78,6 +78,14 @@ def test_imports_point_down() -> None:
     assert not offenders, "layering violations (see docs/architecture.md, Packages and layers):\n" + "\n".join(offenders)
 
 
+@pytest.mark.parametrize(("package", "other"), [("cdseg/data/", "cdseg.tasks"), ("cdseg/tasks/", "cdseg.data")])
+def test_data_and_tasks_are_independent(package: str, other: str) -> None:
+    """Classes and tasks travel in the prepared manifest: neither package imports the other."""
+    offenders = [f"{p.relative_to(ROOT).as_posix()} imports {n}" for p in _sources()
+                 if p.relative_to(ROOT).as_posix().startswith(package) for n in _imports(p) if _matches(n, other)]
+    assert not offenders, "\n".join(offenders)
+
+
 def test_scan_sees_the_package() -> None:
     # guards the two tests above against passing vacuously
     assert any(p.name == "main.py" for p in _sources())

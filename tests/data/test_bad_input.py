@@ -125,7 +125,7 @@ def test_zip_slip(release, tmp_path, capsys):
 def test_no_release_files(tmp_path, capsys):
     (tmp_path / "rel").mkdir()
     err = prepare(tmp_path / "rel", tmp_path, capsys)
-    assert "no ISPRS scene" in err
+    assert "found no file of a known release" in err and "--dataset-def" in err
 
 
 def test_bad_option_value(release, tmp_path, capsys):

@@ -17,7 +17,8 @@ from torch import nn
 
 from cdseg.cli.main import main
 from cdseg.data import prepared
-from cdseg.tasks import get_task
+from cdseg.data.isprs import POTSDAM
+from cdseg.tasks import get_task as task_of
 
 BANDS = ["R", "G", "B", "IR"]
 CRS = "EPSG:32633"
@@ -114,7 +115,7 @@ def test_whole_scene_evaluation_writes_every_output(world: dict[str, Any]) -> No
         cmap = src.colormap(1)
         assert cmap[3] == (0, 0, 255, 255) and cmap[0] == (0, 0, 0, 255)  # building blue, background black
     # the written predictions are the ones scored: rebuild the confusion matrix from the GeoTIFFs
-    lut = get_task("222a").label_lut(1, "test")
+    lut = task_of("222a", POTSDAM.manifest_fields()).label_lut(1, "test")
     rebuilt = np.zeros((5, 5), dtype=np.int64)
     for sid, scene in world["datasets"]["ds"].scenes.items():
         with rasterio.open(out / "predictions" / f"{sid}.tif") as src:
@@ -207,7 +208,7 @@ def test_real_checkpoint_on_a_real_prepared_dataset(prepared_dataset: Path, tmp_
     from cdseg.models import ModelConfig, build_segmenter
     from cdseg.models.io import save_model
 
-    task = get_task("6s")
+    task = task_of("6s", POTSDAM.manifest_fields())
     torch.manual_seed(0)
     model = build_segmenter(ModelConfig(encoder="resnet18", pretrained=False, norm="bn", decoder_channels=[32, 16, 16, 16]),
                             task.heads(1), BANDS)

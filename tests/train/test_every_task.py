@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cdseg.tasks import get_task
+from cdseg.data.isprs import POTSDAM
+from cdseg.tasks import get_task as task_of
 from cdseg.train import run_train
 from cdseg.train.config import METHODS
 from train._util import tiny_cfg
@@ -15,6 +16,10 @@ from train._util import tiny_cfg
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 SHIPPED_TASKS = ("offline", "222a", "321", "6s")
+
+
+def get_task(name: str):
+    return task_of(name, POTSDAM.manifest_fields())
 
 
 @pytest.mark.parametrize("task", SHIPPED_TASKS)
