@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 _MODULES: dict[str, str] = {
     "potsdam": "cdseg.data.isprs_source",
     "vaihingen": "cdseg.data.isprs_source",
+    "loveda": "cdseg.data.loveda",
 }
 DATASETS: tuple[str, ...] = tuple(_MODULES)
 

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 CASES = {
     "potsdam": ("222a", ["impervious_surfaces", "low_vegetation"], ["building", "tree"]),
     "vaihingen": ("321", ["building", "tree", "clutter"], ["impervious_surfaces", "low_vegetation"]),
+    "loveda": ("4-3", ["building", "road", "water"], ["barren", "forest", "agriculture"]),
 }
 USER_DEF = """\
 name: fields

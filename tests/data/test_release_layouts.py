@@ -50,6 +50,16 @@ def test_vaihingen_honours_products(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(("dataset", "wanted"), [
+    ("loveda", ["Train/Urban/images_png/1366.png", "Train/Urban/masks_png/1366.png", "Train/Rural/masks_png/0.png",
+                "Val/Urban/images_png/3514.png"]),
+])
+def test_layout_of_other_releases(tmp_path: Path, dataset: str, wanted: list[str]) -> None:
+    synth(tmp_path / dataset, "--dataset", dataset)
+    names = {p.relative_to(tmp_path / dataset).as_posix() for p in (tmp_path / dataset).rglob("*.png")}
+    assert set(wanted) <= names
+
+
 def test_original_prepare_spellings(synth_release: Path, tmp_path: Path) -> None:
     out = tmp_path / "p"
     assert main(["prepare", "--src", str(synth_release), "--dst", str(out), "--dataset", "potsdam",
