@@ -24,6 +24,7 @@ _MODULES: dict[str, str] = {
     "potsdam": "cdseg.data.isprs_source",
     "vaihingen": "cdseg.data.isprs_source",
     "loveda": "cdseg.data.loveda",
+    "isaid": "cdseg.data.isaid",
 }
 DATASETS: tuple[str, ...] = tuple(_MODULES)
 

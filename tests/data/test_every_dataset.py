@@ -21,6 +21,8 @@ CASES = {
     "potsdam": ("222a", ["impervious_surfaces", "low_vegetation"], ["building", "tree"]),
     "vaihingen": ("321", ["building", "tree", "clutter"], ["impervious_surfaces", "low_vegetation"]),
     "loveda": ("4-3", ["building", "road", "water"], ["barren", "forest", "agriculture"]),
+    "isaid": ("4s", ["baseball_diamond", "tennis_court", "basketball_court", "ground_track_field", "swimming_pool",
+                     "soccer_ball_field"], ["bridge", "large_vehicle", "small_vehicle", "roundabout"]),
 }
 USER_DEF = """\
 name: fields

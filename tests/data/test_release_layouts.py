@@ -53,6 +53,8 @@ def test_vaihingen_honours_products(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(("dataset", "wanted"), [
     ("loveda", ["Train/Urban/images_png/1366.png", "Train/Urban/masks_png/1366.png", "Train/Rural/masks_png/0.png",
                 "Val/Urban/images_png/3514.png"]),
+    ("isaid", ["train/images/P0000.png", "train/Semantic_masks/images/P0000_instance_color_RGB.png",
+               "val/images/P0002.png"]),
 ])
 def test_layout_of_other_releases(tmp_path: Path, dataset: str, wanted: list[str]) -> None:
     synth(tmp_path / dataset, "--dataset", dataset)
