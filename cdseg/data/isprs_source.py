@@ -61,8 +61,8 @@ class IsprsSource(Source):
             raise self._missing(scene.scene_id, next(iter(scene.images.values())), cfg, cfg.boundary)
         return label
 
-    def eroded_label_of(self, scene: SceneFiles) -> Entry | None:
-        return scene.label_nob
+    def label_sets(self, scene: SceneFiles) -> dict[str, Entry | None]:
+        return {"full": scene.label, "eroded": scene.label_nob}
 
     def dsm_range(self) -> tuple[float, float]:
         return isprs.DSM_RANGE[self.name]

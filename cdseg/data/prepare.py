@@ -76,20 +76,35 @@ def _select_scenes(cfg: PrepareConfig, found: dict[str, SceneFiles], src: Source
     return {"train": [s for s in train if s not in val], "val": val, "test": test}
 
 
+def _other_labels(cfg: PrepareConfig, found: dict[str, SceneFiles], src: Source, ids: list[str]) -> list[str]:
+    """Label sets kept beside the training one: those the release has for every chosen scene (ISPRS: full and
+    eroded), so that `cdseg test --labels` can score either."""
+    own = "full" if cfg.boundary else "eroded"
+    sets = [name for name in src.label_sets(found[ids[0]]) if name != own] if ids else []
+    kept = [name for name in sets if all(src.label_sets(found[s]).get(name) is not None for s in ids)]
+    for name in sorted(set(sets) - set(kept)):
+        log.debug("not keeping the %s labels beside the %s ones: some scenes have none", name, own)
+    return kept
+
+
 def _jobs(cfg: PrepareConfig, found: dict[str, SceneFiles], src: Source, ids: list[str], out: str) -> list[SceneJob]:
     bands = src.channels(cfg)
+    others = _other_labels(cfg, found, src, ids)
     jobs = []
     for sid in ids:
         scene = found[sid]
         plan = plan_bands(scene, bands, src.products)
         label = src.label_of(scene, cfg)
+        extra = {name: src.label_sets(scene)[name] for name in others}
         if cfg.dsm and scene.dsm is None:
             raise DataError(f"scene {sid} has no DSM in {cfg.input}; add the DSM files or prepare without --dsm")
         images = {p: scene.images[p] for p, _ in plan}
         jobs.append(SceneJob(sid, src.name, images, plan, label, scene.dsm if cfg.dsm else None, out, cfg.patch_size,
                              cfg.patch_size - cfg.overlap, cfg.max_ignore, cfg.block_size, cfg.compress,
                              colour_tolerance=cfg.colour_tolerance, definition=src.definition,
-                             product_bands={p: len(b) for p, b in src.products.items()}, dsm_range=src.dsm_range()))
+                             product_bands={p: len(b) for p, b in src.products.items()}, dsm_range=src.dsm_range(),
+                             label_set="full" if cfg.boundary else "eroded",
+                             other_labels={k: v for k, v in extra.items() if v is not None}))
     return jobs
 
 
@@ -99,7 +114,8 @@ def fingerprint(cfg: PrepareConfig, src: Source, jobs: list[SceneJob]) -> str:
     options = {k: getattr(cfg, k) for k in _OUTPUT_OPTIONS} | {"dataset": src.name,
                                                               "definition": src.definition.manifest_fields()}
     files = sorted({(Path(e.archive).name if e.archive else "", e.path if e.archive else Path(e.path).name, e.size, e.stamp)
-                    for j in jobs for e in [*j.images.values(), j.label, j.dsm] if e is not None})
+                    for j in jobs for e in [*j.images.values(), j.label, *j.other_labels.values(), j.dsm]
+                    if e is not None})
     blob = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "options": options, "files": files}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -189,6 +205,7 @@ def _manifest(cfg: PrepareConfig, fp: str, src: Source, bands: list[str], splits
         **src.definition.manifest_fields(),
         "bands": bands, "patch_size": cfg.patch_size, "overlap": cfg.overlap, "stride": cfg.patch_size - cfg.overlap,
         "boundary": cfg.boundary, "splits": splits,
+        "label_sets": sorted({jobs_sets for r in results.values() for jobs_sets in r["entry"]["labels"]}),
         "stats": _stats(train_sums, bands) if splits["train"] else {},
         "class_pixels": {split: np.sum([results[s]["entry"]["class_pixels"] for s in ids_], axis=0).tolist()
                          if ids_ else [0] * (len(classes) + 1) for split, ids_ in splits.items()},
@@ -273,6 +290,8 @@ def _prepare(cfg: PrepareConfig) -> str:
     with staged_output(cfg.output, replace=replace) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
+        for name in {n for job in jobs for n in job.other_labels}:
+            (tmp / f"labels_{name}").mkdir()
         jobs = [SceneJob(**{**job.__dict__, "out": str(tmp), "stats": job.scene_id in splits["train"]}) for job in jobs]
         results = {r["id"]: r for r in _run_jobs(jobs, cfg.workers)}
         assert set(shapes) == set(results)

@@ -201,16 +201,25 @@ class PreparedDataset:
         """N x (classes + 1) class-pixel counts of `records` (the last column: ignore)."""
         return np.asarray([r.hist for r in records], dtype=np.int64).reshape(-1, len(self.classes) + 1)
 
-    def _open(self, kind: str, scene: str):
+    @property
+    def label_sets(self) -> list[str]:
+        """The label sets of the dataset's scenes: `full`, and `eroded` (boundaries ignored) where the release has them."""
+        return list(self.manifest.get("label_sets") or ["full" if self.manifest.get("boundary", True) else "eroded"])
+
+    def _open(self, kind: str, scene: str, labels: str | None = None):
         if os.getpid() != self._pid:  # a forked DataLoader worker: never share GDAL handles
             self._handles, self._pid = {}, os.getpid()
-        key = f"{kind}/{scene}"
+        key = f"{kind}/{labels or ''}/{scene}"
         handle = self._handles.get(key)
         if handle is None:
             info = self.manifest["scenes"].get(scene)
             if info is None:
                 raise DataError(f"scene {scene!r} is not in {self.uri}; scenes are {', '.join(sorted(self.manifest['scenes']))}")
-            path = self.root / info[kind]
+            rel = info[kind] if labels is None else (info.get("labels") or {}).get(labels)
+            if rel is None:
+                raise DataError(f"{self.uri} has no {labels} labels (it has {', '.join(self.label_sets)}); prepare "
+                                "it from a release that ships them (ISPRS: the noBoundary / eroded ground truth)")
+            path = self.root / rel
             bound_gdal_cache()
             try:
                 handle = rasterio.open(path)
@@ -239,10 +248,10 @@ class PreparedDataset:
         image = self._open("image", scene_id)
         return image.crs, image.transform
 
-    def read_scene(self, scene_id: str) -> Scene:
-        """A whole scene with its georeference, for evaluation."""
+    def read_scene(self, scene_id: str, labels: str | None = None) -> Scene:
+        """A whole scene with its georeference, for evaluation; `labels` picks a label set (default: training's)."""
         image = self._open("image", scene_id)
-        return Scene(scene_id, self._read(image), self._read(self._open("label", scene_id), 1), image.crs,
+        return Scene(scene_id, self._read(image), self._read(self._open("label", scene_id, labels), 1), image.crs,
                      image.transform)
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class SceneJob:
     definition: DatasetDefinition = isprs.POTSDAM  # classes and label encoding
     product_bands: dict[str, int] | None = None  # bands each image product must have
     dsm_range: tuple[float, float] = (0.0, 255.0)  # DSM values mapped to 0..255
+    label_set: str = "full"  # which labels `label` is (training uses them): full, or eroded boundaries
+    other_labels: dict[str, Entry] = field(default_factory=dict)  # other label sets kept beside (e.g. eroded)
 
     def bands_of(self, product: str) -> int:
         """How many bands an image product must have."""
@@ -94,6 +96,11 @@ def check_headers(job: SceneJob) -> tuple[int, int]:
             raise DataError(f"label {job.label} is georeferenced differently from image {ref[0]} "
                             f"({src.crs} {tuple(src.transform)[:6]} vs {ref[3]} {tuple(ref[4])[:6]}); "
                             "use the label that belongs to this image")
+    for other in job.other_labels.values():
+        with open_raster(other) as src:
+            if (src.height, src.width) != ref[1:3]:
+                raise DataError(f"label {other} is {src.width}x{src.height} px but image {ref[0]} is "
+                                f"{ref[2]}x{ref[1]} px; use the label that belongs to this image")
     if job.dsm is not None:
         with open_raster(job.dsm) as src:
             if abs(src.height - ref[1]) > _DSM_SLACK or abs(src.width - ref[2]) > _DSM_SLACK:
@@ -223,14 +230,21 @@ def _patch_rows(job: SceneJob, label: np.ndarray) -> tuple[list[list[Any]], int,
     return rows, dropped, class_pixels
 
 
-def _read_label(job: SceneJob, shape: tuple[int, int]) -> np.ndarray:
-    """The scene's label as HxW raw class indices (255 ignore), unknown colours or values refused."""
+def _read_label(job: SceneJob, shape: tuple[int, int], entry: Entry | None = None) -> np.ndarray:
+    """A label of the scene (default: the training one) as HxW raw class indices (255 ignore), unknown colours
+    or values refused."""
+    entry = entry or job.label
     if job.definition.encoding == "index":
-        return job.definition.to_index(read_raster(job.label, indexes=[1]), str(job.label))
-    rgb = read_raster(job.label, indexes=[1, 2, 3], out=_buffers.get("label_rgb", (3, *shape)))
+        return job.definition.to_index(read_raster(entry, indexes=[1]), str(entry))
+    if entry is not job.label:  # the training label's buffers are still in use
+        rgb = read_raster(entry, indexes=[1, 2, 3])
+        if job.definition.colours == isprs.COLOURS:
+            return isprs.colours_to_index(rgb, str(entry), job.colour_tolerance)
+        return job.definition.to_index(rgb, str(entry))
+    rgb = read_raster(entry, indexes=[1, 2, 3], out=_buffers.get("label_rgb", (3, *shape)))
     if job.definition.colours == isprs.COLOURS:  # the ISPRS fast path (and its --colour-tolerance)
-        return isprs.colours_to_index(rgb, str(job.label), job.colour_tolerance, out=_buffers.get("label", shape))
-    return job.definition.to_index(rgb, str(job.label))
+        return isprs.colours_to_index(rgb, str(entry), job.colour_tolerance, out=_buffers.get("label", shape))
+    return job.definition.to_index(rgb, str(entry))
 
 
 #: GDAL block cache (bytes) while a scene is prepared. Every file is read or written whole, once, so the
@@ -265,15 +279,23 @@ def run_scene_job(job: SceneJob) -> dict[str, Any]:
         label_sha = helpers.submit(sha256_file, out / label_rel)
         rows, dropped, class_pixels = _patch_rows(job, label)
         checksums = {image_rel: image_sha.result(), label_rel: label_sha.result()}
+        labels = {job.label_set: label_rel}
+        for name, entry in job.other_labels.items():  # e.g. the eroded labels the benchmark scores on
+            rel = f"labels_{name}/{job.scene_id}.tif"
+            _write(out / rel, _read_label(job, shape, entry)[None], crs, transform, job)
+            synced.append(helpers.submit(_fsync, out / rel))
+            checksums[rel] = sha256_file(out / rel)
+            labels[name] = rel
         sums = band_sums.result()
         for done in synced:
             done.result()
     return {
         "id": job.scene_id,
-        "entry": {"image": image_rel, "label": label_rel, "height": shape[0], "width": shape[1],
+        "entry": {"image": image_rel, "label": label_rel, "labels": labels, "height": shape[0], "width": shape[1],
                   "crs": crs.to_string() if crs else None, "transform": list(transform)[:6] if crs else None,
                   "class_pixels": class_pixels,
-                  "sources": sorted({str(e) for e in [*job.images.values(), job.label, job.dsm] if e is not None}),
+                  "sources": sorted({str(e) for e in [*job.images.values(), job.label, *job.other_labels.values(),
+                                                      job.dsm] if e is not None}),
                   "dropped_patches": dropped},
         "checksums": checksums,
         "rows": rows,

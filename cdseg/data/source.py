@@ -65,9 +65,9 @@ class Source:
                             "out with --scenes")
         return scene.label
 
-    def eroded_label_of(self, scene: SceneFiles) -> Entry | None:
-        """The eroded (boundary-free) label, for releases that ship one."""
-        return None
+    def label_sets(self, scene: SceneFiles) -> dict[str, Entry | None]:
+        """Every label set the release has for a scene: `full`, and `eroded` (boundaries ignored) where shipped."""
+        return {"full": scene.label}
 
     def dsm_range(self) -> tuple[float, float]:
         """DSM values mapped to 0..255."""

@@ -160,10 +160,13 @@ def build_setup(card: Any, manifest: dict[str, Any]) -> EvalSetup:
                      palette=dict(zip(dataset_classes, manifest.get("colours") or [], strict=False)))
 
 
-def fingerprint(setup: EvalSetup, dataset_id: str, split: str, scenes: Sequence[str], opts: EvalOptions) -> str:
-    """Identity of an evaluation: checkpoint weights, dataset fingerprint, scenes and the options that change numbers."""
+def fingerprint(setup: EvalSetup, dataset_id: str, split: str, scenes: Sequence[str], opts: EvalOptions,
+                labels: str = "full") -> str:
+    """Identity of an evaluation: checkpoint weights, dataset fingerprint, scenes, labels and the options that change
+    numbers."""
     blob = json.dumps({"sha256": setup.sha256, "task": setup.task, "step": setup.step, "dataset": dataset_id,
-                       "split": split, "scenes": list(scenes), "options": opts.fingerprint_fields()}, sort_keys=True)
+                       "split": split, "scenes": list(scenes), "options": opts.fingerprint_fields(),
+                       **({"labels": labels} if labels != "full" else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -224,7 +227,8 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
     model, card = load_model(cfg.checkpoint, device=str(device))
     setup = build_setup(card, manifest)
     scene_ids = _scene_ids(manifest, cfg.split, cfg.scenes)
-    fp = fingerprint(setup, _dataset_id(dataset), cfg.split, scene_ids, cfg.eval)
+    labels = label_set(cfg.labels, dataset)
+    fp = fingerprint(setup, _dataset_id(dataset), cfg.split, scene_ids, cfg.eval, labels)
     eval_uri = store.join(cfg.output, f"step-{setup.step}", "eval")
     with contextlib.ExitStack() as lease:
         busy: UserError | None = None
@@ -239,11 +243,24 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
             raise busy
         if int(flag[0]):
             raise UserError(f"rank 0 could not take the lease of {eval_uri}; see rank 0's error")
-        return _evaluate(cfg, info, device, dataset, model, setup, scene_ids, fp, eval_uri)
+        return _evaluate(cfg, info, device, dataset, model, setup, scene_ids, fp, eval_uri, labels)
+
+
+def label_set(wanted: str, dataset: Any) -> str:
+    """The labels an evaluation scores against: --labels, or (auto) eroded where the dataset has them, as the ISPRS
+    benchmark reports, else full; a set the dataset lacks is a DataError saying how to get it."""
+    have = list(getattr(dataset, "label_sets", None) or [_training_labels(dataset)])
+    if wanted == "auto":
+        return "eroded" if "eroded" in have else have[0]
+    if wanted not in have:
+        raise DataError(f"--labels {wanted}: {dataset.uri} has only {', '.join(have)} labels; prepare it from a "
+                        "release with both (ISPRS: add the noBoundary / eroded ground truth) or use --labels "
+                        f"{have[0]}")
+    return wanted
 
 
 def _evaluate(cfg: TestConfig, info: Any, device: torch.device, dataset: Any, model: nn.Module, setup: EvalSetup,
-              scene_ids: list[str], fp: str, eval_uri: str) -> dict[str, Any]:
+              scene_ids: list[str], fp: str, eval_uri: str, labels: str = "full") -> dict[str, Any]:
     """Evaluate (unless an identical evaluation is there) and write `eval_uri` (rank 0)."""
     done = _existing(eval_uri, fp, cfg.overwrite)
     if done is not None:
@@ -258,15 +275,17 @@ def _evaluate(cfg: TestConfig, info: Any, device: torch.device, dataset: Any, mo
 
     started = time.perf_counter()
     mine = ranks.shard(scene_ids, info)
-    cm, stats = evaluate_scenes(model, (dataset.read_scene(s) for s in mine), setup, cfg.eval, device, keep)
+    read_as = None if labels == _training_labels(dataset) else labels  # None: the `label` files training used
+    cm, stats = evaluate_scenes(model, (dataset.read_scene(s, read_as) for s in mine), setup, cfg.eval, device, keep)
     cm = ranks.all_reduce_sum(torch.as_tensor(cm, dtype=torch.int64, device=device), info).cpu().numpy()
     work = ranks.all_reduce_sum(torch.tensor([stats.pixels_pushed, stats.scene_pixels, stats.windows],
                                              dtype=torch.int64, device=device), info).tolist()
     seconds = time.perf_counter() - started
     metrics = _metrics(cfg, setup, scene_ids, cm, fp, work, seconds, info.world_size)
+    metrics["dataset"]["labels"] = labels
     preds = ranks.share_arrays(scene_ids, kept, info)
     if info.is_main:
-        _write(cfg, eval_uri, metrics, preds, dataset, setup, preview_ids)
+        _write(cfg, eval_uri, metrics, preds, dataset, setup, preview_ids, read_as)
         _push(cfg, metrics)
     ranks.barrier(info)
     return metrics
@@ -295,8 +314,13 @@ def _metrics(cfg: TestConfig, setup: EvalSetup, scene_ids: list[str], cm: np.nda
     }
 
 
+def _training_labels(dataset: Any) -> str:
+    """The label set a prepared dataset's `label` files are (what training used)."""
+    return "full" if dataset.manifest.get("boundary", True) else "eroded"
+
+
 def _write(cfg: TestConfig, eval_uri: str, metrics: dict[str, Any], preds: dict[str, np.ndarray], dataset: Any,
-           setup: EvalSetup, preview_ids: Sequence[str]) -> None:
+           setup: EvalSetup, preview_ids: Sequence[str], read_as: str | None = None) -> None:
     from cdseg.config import dump_config
 
     with store.staged_dir(eval_uri, replace=cfg.overwrite) as tmp:
@@ -319,7 +343,7 @@ def _write(cfg: TestConfig, eval_uri: str, metrics: dict[str, Any], preds: dict[
                 outputs.prediction_geotiff(tmp / "predictions" / f"{scene_id}.tif", pred, crs, transform,
                                            setup.class_names, setup.palette)
             if scene_id in preview_ids:
-                scene = dataset.read_scene(scene_id)  # rank 0 re-reads the previewed inputs: only predictions travel
+                scene = dataset.read_scene(scene_id, read_as)  # rank 0 re-reads the previewed inputs: only predictions travel
                 target = setup.lut[np.asarray(scene.label)]
                 outputs.preview_png(tmp / "previews" / f"{scene_id}.png", np.asarray(scene.image)[setup.band_index],
                                     setup.bands, target, pred, setup.class_names, f"scene {scene_id}, step {setup.step}",

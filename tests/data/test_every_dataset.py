@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from train._util import TINY, cli_args
 
@@ -73,12 +74,22 @@ def test_dataset_end_to_end(dataset: str, tmp_path: Path) -> None:
     metrics = train_test_report(prepared, tmp_path / "run", task)
     # output 0 is background: MiB's for ISPRS, the dataset's own class for LoveDA and iSAID (listed in step 0)
     assert metrics["classes"] == ["background", *new0, *new1]
+    isprs = dataset in ("potsdam", "vaihingen")
+    # one prepared ISPRS dataset holds the full and the eroded labels; test scores the eroded ones by default
+    assert manifest["label_sets"] == (["eroded", "full"] if isprs else ["full"])
+    assert metrics["dataset"]["labels"] == ("eroded" if isprs else "full")
+    if dataset == "potsdam":
+        assert main(["test", "--checkpoint", str(tmp_path / "run" / "step-1" / "model"), "--dataset", str(prepared),
+                     "--output", str(tmp_path / "full"), "--labels", "full", "--eval.window", "64",
+                     "--eval.overlap", "0", "--eval.previews", "0"]) == 0
+        full = json.loads((tmp_path / "full" / "step-1" / "eval" / "metrics.json").read_text())
+        scored = [int(np.sum(m["confusion_matrix"])) for m in (metrics, full)]
+        assert full["dataset"]["labels"] == "full" and scored[0] < scored[1]  # boundaries are not scored
     assert (metrics["old_classes"], metrics["new_classes"]) == (new0, new1)
     assert set(metrics["per_class"]) >= {*new0, *new1}
 
 
 def test_user_dataset_end_to_end(tmp_path: Path) -> None:
-    import numpy as np
     from PIL import Image
 
     root = tmp_path / "mine"
@@ -100,4 +111,7 @@ def test_user_dataset_end_to_end(tmp_path: Path) -> None:
     assert manifest["classes"] == ["other", "crop", "meadow"] and manifest["splits"]["test"] == ["s3"]
     metrics = train_test_report(prepared, tmp_path / "run", "2-1")
     assert metrics["classes"] == ["other", "crop", "meadow"]
+    assert main(["test", "--checkpoint", str(tmp_path / "run" / "step-1" / "model"), "--dataset", str(prepared),
+                 "--output", str(tmp_path / "eroded"), "--labels", "eroded"]) == 2
+    assert not (tmp_path / "eroded" / "step-1" / "eval").exists()
     assert (metrics["old_classes"], metrics["new_classes"]) == (["crop"], ["meadow"])
