@@ -78,6 +78,7 @@ class ISAIDSource(Source):
     def synth(self, root: Path, cfg: SynthConfig) -> list[str]:
         from cdseg.data.synth_release import run_parallel, zip_folder
 
+        self.no_products(cfg)
         jobs = [(root, "train", i, cfg.size, cfg.seed, cfg.gsd) for i in range(cfg.train_scenes)]
         jobs += [(root, "val", cfg.train_scenes + i, cfg.size, cfg.seed, cfg.gsd) for i in range(cfg.test_scenes)]
         run_parallel(write_scene, jobs, cfg.workers)

@@ -70,6 +70,7 @@ class LoveDASource(Source):
     def synth(self, root: Path, cfg: SynthConfig) -> list[str]:
         from cdseg.data.synth_release import run_parallel, zip_folder
 
+        self.no_products(cfg)
         jobs = []
         for split, count in (("Train", cfg.train_scenes), ("Val", cfg.test_scenes)):
             for i in range(count):

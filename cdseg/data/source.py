@@ -81,6 +81,12 @@ class Source:
         """Write generated scenes in the release layout under `root`; returns the scene ids."""
         raise DataError(f"cdseg synth cannot generate {self.name} scenes; choose another --dataset")
 
+    def no_products(self, cfg: SynthConfig) -> None:
+        """A release without separate products refuses --products (rather than ignoring it)."""
+        if cfg.products:
+            raise DataError(f"--products {','.join(cfg.products)}: the {self.name} release ships images and labels "
+                            "together, with no products to choose; leave --products out")
+
     def describe(self) -> str:
         """What the release looks like, for error messages."""
         return self.name

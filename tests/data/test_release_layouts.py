@@ -62,6 +62,11 @@ def test_layout_of_other_releases(tmp_path: Path, dataset: str, wanted: list[str
     assert set(wanted) <= names
 
 
+def test_products_are_refused_where_a_release_has_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["synth", "--output", str(tmp_path / "l"), "--dataset", "loveda", "--products", "RGB"]) == 2
+    assert "leave --products out" in capsys.readouterr().err and not (tmp_path / "l").exists()
+
+
 def test_original_prepare_spellings(synth_release: Path, tmp_path: Path) -> None:
     out = tmp_path / "p"
     assert main(["prepare", "--src", str(synth_release), "--dst", str(out), "--dataset", "potsdam",
