@@ -144,6 +144,12 @@ class PrepareConfig(Section):
             raise ValueError(f"{v} must be >= 0")
         return v
 
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_case(cls, v: object) -> object:
+        # the original project spelled them in lower case (--channels rgbir)
+        return v.upper() if isinstance(v, str) and v.lower() != "auto" else v
+
     @field_validator("colour_tolerance")
     @classmethod
     def _tolerance(cls, v: int) -> int:

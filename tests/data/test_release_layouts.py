@@ -70,11 +70,13 @@ def test_products_are_refused_where_a_release_has_none(tmp_path: Path, capsys: p
 def test_original_prepare_spellings(synth_release: Path, tmp_path: Path) -> None:
     out = tmp_path / "p"
     assert main(["prepare", "--src", str(synth_release), "--dst", str(out), "--dataset", "potsdam",
-                 "--target-size", "128", "--no-use-boundary", "--overlap", "0", "--scenes", "2_10,2_13"]) == 0
+                 "--target-size", "128", "--no-use-boundary", "--overlap", "0", "--scenes", "2_10,2_13",
+                 "--channels", "rgbir"]) == 0
     from cdseg.data.prepared import PreparedDataset
 
     ds = PreparedDataset.open(str(out))
-    assert ds.patch_size == 128 and ds.manifest["boundary"] is False
+    assert ds.patch_size == 128 and ds.manifest["boundary"] is False and ds.bands == ["R", "G", "B", "IR"]
+    assert ds.label_sets == ["eroded", "full"]  # trained on the eroded labels, the full ones kept beside
 
 
 @pytest.mark.parametrize(("body", "match"), [
