@@ -5,8 +5,9 @@ masks `train/Semantic_masks/images/P0000_instance_color_RGB.png` (RGB colours be
 are not used). Test labels are not public, so the official val images are the test split here and
 validation scenes are drawn from train. As in the original project, P1527 and P1530 are left out, and
 background (black) is a real class: the model's output 0, listed in step 0 of every task.
-Images are large and of varied size: prepare them with the original's tiling, `--patch-size 512
---overlap 64`.
+Images are large and of varied size: prepare tiles them as the original did (512 px patches, a 64 px
+overlap unless `--overlap` is given); an image smaller than a patch is kept for evaluation (whole) but
+gives no training patch (the original resized it).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class ISAIDSource(Source):
     name = "isaid"
     definition = DEFINITION
     products = {"RGB": ("R", "G", "B")}
+    overlap = 64  # the original project's iSAID tiling: 512 px patches every 448 px
+    small_scenes = True  # DOTA images vary in size
 
     def detect(self, entries: list[Entry]) -> bool:
         return any(_LABEL.search(e.path.replace("\\", "/")) for e in entries)

@@ -103,7 +103,7 @@ def _jobs(cfg: PrepareConfig, found: dict[str, SceneFiles], src: Source, ids: li
                              cfg.patch_size - cfg.overlap, cfg.max_ignore, cfg.block_size, cfg.compress,
                              colour_tolerance=cfg.colour_tolerance, definition=src.definition,
                              product_bands={p: len(b) for p, b in src.products.items()}, dsm_range=src.dsm_range(),
-                             label_set="full" if cfg.boundary else "eroded",
+                             label_set="full" if cfg.boundary else "eroded", small_ok=src.small_scenes,
                              other_labels={k: v for k, v in extra.items() if v is not None}))
     return jobs
 
@@ -254,6 +254,8 @@ def _prepare(cfg: PrepareConfig) -> str:
         source = get_source("", cfg.dataset_def)
     else:
         source = detect_source(entries, cfg.input) if cfg.dataset == "auto" else get_source(cfg.dataset)
+    if source.overlap is not None and "overlap" not in cfg.model_fields_set and source.overlap < cfg.patch_size:
+        cfg = cfg.model_copy(update={"overlap": source.overlap})  # the release's usual tiling
     found = source.scenes(entries)
     splits = _select_scenes(cfg, found, source, cfg.input)
     ids = [s for split in ("train", "val", "test") for s in splits[split]]

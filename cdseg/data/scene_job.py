@@ -45,6 +45,7 @@ class SceneJob:
     dsm_range: tuple[float, float] = (0.0, 255.0)  # DSM values mapped to 0..255
     label_set: str = "full"  # which labels `label` is (training uses them): full, or eroded boundaries
     other_labels: dict[str, Entry] = field(default_factory=dict)  # other label sets kept beside (e.g. eroded)
+    small_ok: bool = False  # a scene smaller than a patch is kept (no training patch; evaluated whole), not refused
 
     def bands_of(self, product: str) -> int:
         """How many bands an image product must have."""
@@ -106,7 +107,7 @@ def check_headers(job: SceneJob) -> tuple[int, int]:
             if abs(src.height - ref[1]) > _DSM_SLACK or abs(src.width - ref[2]) > _DSM_SLACK:
                 raise DataError(f"DSM {job.dsm} is {src.width}x{src.height} px but image {ref[0]} is "
                                 f"{ref[2]}x{ref[1]} px; use the DSM that belongs to this scene")
-    if ref[1] < job.patch_size or ref[2] < job.patch_size:
+    if (ref[1] < job.patch_size or ref[2] < job.patch_size) and not job.small_ok:
         raise DataError(f"scene {job.scene_id} is {ref[2]}x{ref[1]} px, smaller than --patch-size {job.patch_size}; "
                         "use a smaller patch size")
     return ref[1], ref[2]

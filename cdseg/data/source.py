@@ -36,6 +36,10 @@ class Source:
     definition: DatasetDefinition
     #: image products: product -> band names in file order
     products: dict[str, tuple[str, ...]] = {"RGB": ("R", "G", "B")}
+    #: the release's usual patch overlap (px), used when --overlap is not given (None: prepare's default)
+    overlap: int | None = None
+    #: images of varied size: one smaller than a patch is kept (evaluated whole, no training patch), not refused
+    small_scenes: bool = False
 
     def detect(self, entries: list[Entry]) -> bool:
         """Whether these files look like this dataset's release."""

@@ -27,3 +27,23 @@ def test_scenes_skip_excluded_images_instance_masks_and_test() -> None:
     found = isaid.SOURCES["isaid"].scenes([Entry(n, "isaid.zip") for n in names])
     assert sorted(found) == ["P0001", "P0003"]
     assert found["P0001"].label.path.endswith("P0001_instance_color_RGB.png") and found["P0003"].split == "test"
+
+
+def test_prepare_tiles_with_the_originals_overlap_and_keeps_small_images(tmp_path) -> None:
+    import json
+
+    from PIL import Image
+
+    from cdseg.cli.main import main
+
+    rel = tmp_path / "rel"
+    assert main(["synth", "--output", str(rel), "--dataset", "isaid", "--size", "160", "--train-scenes", "2",
+                 "--test-scenes", "1"]) == 0
+    for path in (rel / "val/images/P0002.png", rel / "val/Semantic_masks/images/P0002_instance_color_RGB.png"):
+        Image.open(path).crop((0, 0, 100, 60)).save(path)  # smaller than a patch
+    assert main(["prepare", "--input", str(rel), "--output", str(tmp_path / "p"), "--patch-size", "96",
+                 "--val-count", "0"]) == 0
+    m = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert m["overlap"] == 64 and m["stride"] == 32  # no --overlap: the original's 64 px
+    assert m["scenes"]["P0002"]["height"] == 60 and not [r for r in m["patches"]["rows"] if r[0] == "P0002"]
+    assert len([r for r in m["patches"]["rows"] if r[0] == "P0000"]) == 9  # starts 0, 32, 64 per axis
