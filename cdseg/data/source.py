@@ -91,10 +91,6 @@ class Source:
             raise DataError(f"--products {','.join(cfg.products)}: the {self.name} release ships images and labels "
                             "together, with no products to choose; leave --products out")
 
-    def describe(self) -> str:
-        """What the release looks like, for error messages."""
-        return self.name
-
 
 def get_source(name: str, definition_file: str | None = None) -> Source:
     """The Source of a shipped dataset, or of a user's YAML definition."""
