@@ -10,6 +10,6 @@ bodies import (`components.artifacts`, `components.train.run`, ...) must not pul
 definitions.
 """
 
-from components.settings import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, LAUNCH_MODES, MAX_STEPS, RECIPE_DEFAULT
+from components.settings import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, LAUNCH_MODES, RECIPE_DEFAULT
 
-__all__ = ["DEFAULT_CPU_IMAGE", "DEFAULT_IMAGE", "LAUNCH_MODES", "MAX_STEPS", "RECIPE_DEFAULT"]
+__all__ = ["DEFAULT_CPU_IMAGE", "DEFAULT_IMAGE", "LAUNCH_MODES", "RECIPE_DEFAULT"]

@@ -22,6 +22,3 @@ RECIPE_DEFAULT: dict[str, object] = {
 #: Launch modes of the train component: in its own pod, or as a cluster job of a kind (`auto`: whichever
 #: the cluster serves, TrainJob first; see cdseg.launch.backend).
 LAUNCH_MODES = ("local", "auto", "trainjob", "pytorchjob")
-
-#: The report component takes one optional input per step; ISPRS has 6 classes, so no task has more steps.
-MAX_STEPS = 6

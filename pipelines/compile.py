@@ -14,19 +14,26 @@ from pipelines.factory import SHIPPED_TASKS, BuildOptions, make_pipeline
 COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
 
-def compiled_name(task: str) -> str:
-    """`<task>.yaml` (a task YAML path gives its stem)."""
+#: datasets whose pipelines are named after the task alone (they share their tasks)
+ISPRS = ("potsdam", "vaihingen")
+
+
+def compiled_name(task: str, dataset: str = "potsdam") -> str:
+    """`<task>.yaml` for ISPRS tasks, `<dataset>-<task>.yaml` for other datasets (a task YAML path gives its stem)."""
     stem = task.rsplit("/", 1)[-1]
     for suffix in (".yaml", ".yml"):
         stem = stem.removesuffix(suffix)
-    return f"{stem}.yaml"
+    return f"{stem}.yaml" if dataset in ISPRS else f"{dataset}-{stem}.yaml"
 
 
 def compile_task(task: str, output_dir: str | Path = COMPILED_DIR, *, options: BuildOptions | None = None,
-                 num_steps: int | None = None) -> Path:
-    """Compile `task`'s pipeline to `<output_dir>/<task>.yaml` (written atomically) and return the path."""
-    out = Path(output_dir) / compiled_name(task)
-    pipeline = make_pipeline(task, num_steps=num_steps, options=options)  # an unknown task fails before any mkdir
+                 num_steps: int | None = None, dataset: str = "potsdam", dataset_def: str | None = None) -> Path:
+    """Compile `task`'s pipeline (the task of `dataset`, or of a dataset definition YAML) to
+    `<output_dir>/<task>.yaml` (written atomically) and return the path."""
+    name = dataset if not dataset_def else Path(dataset_def).stem
+    out = Path(output_dir) / compiled_name(task, name)
+    pipeline = make_pipeline(task, num_steps=num_steps, options=options, dataset=dataset,
+                             dataset_def=dataset_def)  # an unknown task fails before any mkdir
     return write_compiled(pipeline, out)
 
 
@@ -90,5 +97,5 @@ def structure_diff(expected: Any, actual: Any, path: str = "", limit: int = 10) 
 
 
 def compile_all(output_dir: str | Path = COMPILED_DIR, *, options: BuildOptions | None = None) -> list[Path]:
-    """Compile every shipped task (`offline`, `222a`, `321`, `6s`)."""
-    return [compile_task(task, output_dir, options=options) for task in SHIPPED_TASKS]
+    """Compile every shipped task (the ISPRS `offline`, `222a`, `321`, `6s`)."""
+    return [compile_task(task, output_dir, options=options, dataset=dataset) for dataset, task in SHIPPED_TASKS]

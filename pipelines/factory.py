@@ -9,14 +9,18 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Model
 from kfp.dsl.pipeline_channel import PipelineChannel
 
-from components import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, MAX_STEPS, RECIPE_DEFAULT
+from components import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, RECIPE_DEFAULT
 from components.evaluate import evaluate
 from components.prepare import prepare
 from components.report import report
 from components.train import train_step
 
-#: the tasks whose compiled pipeline is checked in (pipelines/compiled/<task>.yaml)
-SHIPPED_TASKS = ("offline", "222a", "321", "6s")
+#: the tasks whose compiled pipeline is checked in, as (dataset, task): pipelines/compiled/<task>.yaml (the ISPRS
+#: tasks, shared by Potsdam and Vaihingen). Any other dataset's task compiles on demand
+#: (`cdseg pipeline compile --dataset loveda --task 4-3` -> loveda-4-3.yaml).
+SHIPPED_TASKS: tuple[tuple[str, str], ...] = (
+    ("potsdam", "offline"), ("potsdam", "222a"), ("potsdam", "321"), ("potsdam", "6s"),
+)
 
 #: pipeline parameter -> TrainConfig option it sets; its default, components.RECIPE_DEFAULT's value, leaves the
 #: option to the method recipe (a UI run trains the recipe's budget unless the form says otherwise)
@@ -60,7 +64,7 @@ class BuildOptions:
 
 #: descriptions of the run parameters the task pipeline and the experiment pipeline share (the UI shows them)
 PARAM_DOCS: dict[str, str] = {
-    "source": "the ISPRS release (zips or folders) or generated scenes to prepare: a path or s3:// URI.",
+    "source": "the release (zips or folders) or generated scenes to prepare: a path or s3:// URI.",
     "prepare_options": "other cdseg prepare options as dotted keys, e.g. {\"patch_size\": 512}.",
     "image": "container image of the prepare, evaluate and report tasks and of the training jobs.",
     "launch_mode": (
@@ -177,15 +181,13 @@ def _register(t: Any, *values: Any) -> None:
         t.register_pipeline_channels(channels)
 
 
-def num_steps_of(task: str) -> int:
-    """The task's step count (cdseg.tasks), checked against what the report component can take."""
-    from cdseg.errors import ConfigError
+def num_steps_of(task: str, dataset: str = "potsdam", dataset_def: str | None = None) -> int:
+    """The task's step count: a task of the dataset's definition (cdseg.data), or a task YAML file over its classes."""
+    from cdseg.data.source import get_source
     from cdseg.tasks import get_task
 
-    n = int(get_task(task).num_steps)
-    if not 1 <= n <= MAX_STEPS:
-        raise ConfigError(f"task {task!r} has {n} steps; the pipeline supports 1..{MAX_STEPS}")
-    return n
+    fields = get_source(dataset, dataset_def).definition.manifest_fields()
+    return int(get_task(task, fields).num_steps)
 
 
 def hparam_defaults() -> dict[str, Any]:
@@ -199,12 +201,14 @@ def pipeline_name(task: str) -> str:
     return "cdseg-" + (re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") or "task")
 
 
-def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOptions | None = None) -> Any:
-    """Build the pipeline of `task` (steps fixed now; method, hyper-parameters, image, launch mode at run time)."""
+def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOptions | None = None,
+                  dataset: str = "potsdam", dataset_def: str | None = None) -> Any:
+    """Build the pipeline of `task` of `dataset` (steps fixed now: the task's; method, hyper-parameters, image and
+    launch mode at run time)."""
     opts = options or BuildOptions()
-    steps = num_steps if num_steps is not None else num_steps_of(task)
-    if not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"num_steps={steps} must be in 1..{MAX_STEPS}")
+    steps = num_steps if num_steps is not None else num_steps_of(task, dataset, dataset_def)
+    if steps < 1:
+        raise ValueError(f"num_steps={steps} must be at least 1")
     hp = hparam_defaults()
 
     def cdseg_pipeline(
@@ -257,7 +261,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare",
                       prepare_cpu, prepare_memory)
         data = prep.outputs["dataset"]
-        results = []
+        history = None
         prev = None
         for k in range(steps):
             if k == 0 and opts.import_step0:
@@ -277,13 +281,14 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                 common(tr, f"train step {k}", train_task_cpu, train_task_memory, train_task_image)
                 train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)
                 model = tr.outputs["model"]
+            earlier: dict[str, Any] = {"earlier": history} if history is not None else {}
             ev = common(evaluate(data=data, model=model, options=test_options, method=method,
-                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), f"evaluate step {k}",
+                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **earlier), f"evaluate step {k}",
                         evaluate_cpu, evaluate_memory)
-            results.append(ev.outputs["results"])
+            history = ev.outputs["history"]
             prev = model
         rep = common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=keep_pushed_metrics,
-                            **{f"step_{k}": r for k, r in enumerate(results)}), "report", REPORT_CPU, REPORT_MEMORY)
+                            history=history), "report", REPORT_CPU, REPORT_MEMORY)
         return rep.outputs["report_dir"]
 
     if not opts.import_step0:  # the parameter exists only where it is used

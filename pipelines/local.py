@@ -123,14 +123,14 @@ def _captured(log_file: Path, progress: Progress | None, echo: bool, labels: dic
 
 def run_local(task: str, *, arguments: dict[str, Any], output: str | Path, num_steps: int | None = None,
               build: BuildOptions | None = None, caching: bool = True, progress: Progress | None = None,
-              echo: bool = False) -> LocalRun:
+              echo: bool = False, dataset: str = "potsdam", dataset_def: str | None = None) -> LocalRun:
     """Run the pipeline of `task` locally with `arguments` (pipeline parameters; `source` is required)."""
     from kfp import local
 
     from cdseg.errors import ConfigError
 
     if not arguments.get("source"):
-        raise ConfigError("the pipeline needs source, the ISPRS release folder (cdseg synth writes one)")
+        raise ConfigError("the pipeline needs source, the release folder (cdseg synth writes one)")
     # the compiled pipeline's default is a cluster job (auto); a local run trains in its own processes
     arguments = {"launch_mode": "local", **arguments}
     if arguments["launch_mode"] != "local":
@@ -141,7 +141,8 @@ def run_local(task: str, *, arguments: dict[str, Any], output: str | Path, num_s
     root.mkdir(parents=True, exist_ok=True)
     log_file = out / "pipeline.log"
     # locally a failed task is a bug or bad input, not a preempted node: no retries unless asked
-    pipeline = make_pipeline(task, num_steps=num_steps, options=build or BuildOptions(retries=0))
+    pipeline = make_pipeline(task, num_steps=num_steps, options=build or BuildOptions(retries=0), dataset=dataset,
+                             dataset_def=dataset_def)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=caching,
                cache_root=str(out.parent / ".kfp_cache") if caching else None, raise_on_error=False)
     before = {p.name for p in root.iterdir()}

@@ -78,6 +78,14 @@ def test_imports_point_down() -> None:
     assert not offenders, "layering violations (see docs/architecture.md, Packages and layers):\n" + "\n".join(offenders)
 
 
+@pytest.mark.parametrize(("package", "other"), [("cdseg/data/", "cdseg.tasks"), ("cdseg/tasks/", "cdseg.data")])
+def test_data_and_tasks_are_independent(package: str, other: str) -> None:
+    """Classes and tasks travel in the prepared manifest: neither package imports the other."""
+    offenders = [f"{p.relative_to(ROOT).as_posix()} imports {n}" for p in _sources()
+                 if p.relative_to(ROOT).as_posix().startswith(package) for n in _imports(p) if _matches(n, other)]
+    assert not offenders, "\n".join(offenders)
+
+
 def test_scan_sees_the_package() -> None:
     # guards the two tests above against passing vacuously
     assert any(p.name == "main.py" for p in _sources())
@@ -96,3 +104,22 @@ def test_import_linter_contracts() -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout
+
+
+def test_no_class_name_outside_the_dataset_definitions() -> None:
+    """A dataset's classes are named in cdseg/data/ only; everything else reads them from the manifest.
+
+    `background` is exempt: it is also MiB's name for output 0 of a dataset that has no background class.
+    """
+    from cdseg.data.source import DATASETS, definition_fields
+
+    names = {c for d in DATASETS for c in definition_fields(d)["classes"]} - {"background"}
+    offenders = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("cdseg/data/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                offenders.append(f"{rel}:{node.lineno} {node.value!r}")
+    assert not offenders, "class names outside cdseg/data/ (read them from the manifest):\n" + "\n".join(offenders)

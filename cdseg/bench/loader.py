@@ -34,9 +34,13 @@ class LoaderProbe:
 
     def __init__(self, prepared: str | Path, crop: int, batch: int, seed: int = 0) -> None:
         from cdseg.data.dataset import IncrementalDataset
+        from cdseg.data.prepared import PreparedDataset
         from cdseg.data.transforms import train_transform
+        from cdseg.tasks import get_task
 
-        self.dataset = IncrementalDataset(str(prepared), "offline", 0, "train", transform=train_transform(crop))
+        data = PreparedDataset.open(str(prepared))
+        self.dataset = IncrementalDataset(data, get_task("offline", data.manifest), 0, "train",
+                                          transform=train_transform(crop))
         if len(self.dataset) == 0:
             raise ValueError(f"the prepared dataset {prepared} has no training patches")
         self.batch = batch

@@ -124,9 +124,13 @@ def _loader_rate(dataset_dir: Path, cfg: BenchPrepareConfig) -> float:
     import torch
 
     from cdseg.data.dataset import IncrementalDataset
+    from cdseg.data.prepared import PreparedDataset
     from cdseg.data.transforms import train_transform
+    from cdseg.tasks import get_task
 
-    ds = IncrementalDataset(str(dataset_dir), "offline", 0, "train", transform=train_transform(cfg.patch_size))
+    data = PreparedDataset.open(str(dataset_dir))
+    ds = IncrementalDataset(data, get_task("offline", data.manifest), 0, "train",
+                            transform=train_transform(cfg.patch_size))
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))
     n = min(cfg.samples, 10 * len(ds))
     ds[0]

@@ -40,8 +40,11 @@ class BuildSection(Section):
 class CompileConfig(Section):
     """`cdseg pipeline compile`."""
 
-    task: str = Field("", description="task to compile (a shipped name or a task YAML); see also --all")
-    all: bool = Field(False, description="compile every shipped task (offline, 222a, 321, 6s)")
+    task: str = Field("", description="task to compile (a task of --dataset or a task YAML); see also --all")
+    dataset: str = Field("potsdam", description="shipped dataset whose task it is (docs/data.md lists them): the "
+                                                "task's step count is the pipeline's")
+    dataset_def: str = Field("", description="YAML definition of your own dataset (its tasks), instead of --dataset")
+    all: bool = Field(False, description="compile every checked-in task (the ISPRS offline, 222a, 321, 6s)")
     output: str = Field("", description="folder for <task>.yaml (default: the package's pipelines/compiled/)")
     build: BuildSection = Field(default_factory=BuildSection)
 
@@ -55,8 +58,11 @@ class CompileConfig(Section):
 class RunParams(Section):
     """What a pipeline run is given: the task, the release and the pipeline parameters."""
 
-    task: str = Field("222a", description="task (offline, 222a, 321, 6s, or a task YAML)")
-    source: str = Field("", description="the ISPRS release folder or URI (cdseg synth writes one)")
+    task: str = Field("222a", description="task of --dataset (e.g. offline, 222a, 321, 6s for ISPRS), or a task YAML")
+    dataset: str = Field("potsdam", description="shipped dataset whose task it is (docs/data.md lists them)")
+    dataset_def: str = Field("", description="YAML definition of your own dataset, instead of --dataset (also "
+                                             "passed to the prepare task)")
+    source: str = Field("", description="the release folder or URI (cdseg synth writes one)")
     method: str = Field("mib-cd", description=f"method recipe: {', '.join(method_names())}")
     params: dict[str, Any] = Field(default_factory=dict, description="other pipeline parameters (JSON), e.g. "
                                    "'{\"epochs\": 2, \"train_options\": {\"trainer.max_iters\": 50}}'; "
@@ -65,11 +71,14 @@ class RunParams(Section):
     def arguments(self) -> dict[str, Any]:
         """The pipeline arguments."""
         if not self.source:
-            raise ConfigError("--source is empty; give the ISPRS release folder or URI (cdseg synth writes one)")
+            raise ConfigError("--source is empty; give the release folder or URI (cdseg synth writes one)")
         for key in ("source", "method"):
             if key in self.params:
                 raise ConfigError(f"--params sets {key!r}; use --{key} instead")
-        return {"source": self.source, "method": self.method, **self.params}
+        args = {"source": self.source, "method": self.method, **self.params}
+        if self.dataset_def:
+            args["prepare_options"] = {**args.get("prepare_options", {}), "dataset_def": self.dataset_def}
+        return args
 
 
 class RunConfig(RunParams):
@@ -109,7 +118,8 @@ def _compile(cfg: CompileConfig) -> int:
 
     out = cfg.output or COMPILED_DIR
     paths = compile_all(out, options=cfg.build.to_options()) if cfg.all else \
-        [compile_task(cfg.task, out, options=cfg.build.to_options())]
+        [compile_task(cfg.task, out, options=cfg.build.to_options(), dataset=cfg.dataset,
+                      dataset_def=cfg.dataset_def or None)]
     for path in paths:
         print(path)
     return 0
@@ -126,7 +136,8 @@ def _run(cfg: RunConfig) -> int:
         print(f"  {line}", file=sys.stderr, flush=True)
 
     run = run_local(cfg.task, arguments=cfg.arguments(), output=cfg.output, build=cfg.build.to_options(),
-                    caching=cfg.caching, progress=progress, echo=cfg.echo)
+                    caching=cfg.caching, progress=progress, echo=cfg.echo, dataset=cfg.dataset,
+                    dataset_def=cfg.dataset_def or None)
     print_table(run.metrics)
     print(f"report: {run.report_dir / 'report.html'}\nartifacts: {run.run_dir}\nlog: {run.log_file}")
     return 0
@@ -139,13 +150,14 @@ def _submit(cfg: SubmitConfig) -> int:
     from pipelines.compile import COMPILED_DIR, compile_task, compiled_name
     from pipelines.submit import kfp_cli_equivalent, submit
 
-    package = Path(cfg.package) if cfg.package else COMPILED_DIR / compiled_name(cfg.task)
+    package = Path(cfg.package) if cfg.package else COMPILED_DIR / compiled_name(cfg.task, cfg.dataset)
     if not package.is_file():
         if cfg.package:
             raise ConfigError(f"--package {cfg.package} does not exist; compile one with cdseg pipeline compile")
         import tempfile
 
-        package = compile_task(cfg.task, tempfile.mkdtemp(prefix="cdseg-pipeline-"))
+        package = compile_task(cfg.task, tempfile.mkdtemp(prefix="cdseg-pipeline-"), dataset=cfg.dataset,
+                               dataset_def=cfg.dataset_def or None)
     run_name = cfg.run_name or f"{cfg.task}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     args = cfg.arguments()
     result = submit(package, host=cfg.host, arguments=args, experiment=cfg.experiment, run_name=run_name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from cdseg.config import Section
 from cdseg.storage.config import StorageConfig
@@ -13,18 +13,20 @@ POTSDAM_PRODUCT_NAMES = ("RGB", "IRRG", "RGBIR", "labels", "labels_noBoundary", 
 
 
 class SynthConfig(Section):
-    """`cdseg synth`: generated aerial scenes written in the real ISPRS release layout."""
+    """`cdseg synth`: generated aerial scenes written in a real release's layout."""
 
-    output: str = Field(description="folder (or s3:// URI) to write the release into; must not exist unless --overwrite")
-    city: Literal["potsdam", "vaihingen"] = Field("potsdam", description="release layout to imitate")
+    output: str = Field(description="folder (or s3:// URI) to write the release into; must not exist unless --overwrite",
+                        validation_alias=AliasChoices("output", "dst"))
+    dataset: str = Field("potsdam", description="release layout to imitate: a shipped dataset (docs/data.md)",
+                         validation_alias=AliasChoices("dataset", "city"))
     size: int = Field(1024, description="scene width and height in pixels (the real Potsdam tiles are 6000)")
     train_scenes: int = Field(4, description="number of training scenes, taken in order from the official train list")
     test_scenes: int = Field(2, description="number of test scenes, taken in order from the official test list")
     seed: int = Field(0, description="random seed; the same seed gives the same scenes")
     gsd: float | None = Field(None, description="ground sample distance in metres per pixel (default: 0.05 for "
                                                 "6000 px scenes, up to 0.25 for small ones so objects stay visible)")
-    products: list[str] = Field(list(POTSDAM_PRODUCT_NAMES),
-                                description=f"Potsdam products to write, any of {', '.join(POTSDAM_PRODUCT_NAMES)}")
+    products: list[str] = Field([], description=f"ISPRS products to write, any of {', '.join(POTSDAM_PRODUCT_NAMES)} "
+                                                "(Vaihingen: IRRG, labels, labels_noBoundary, DSM); default: all")
     zip: bool = Field(False, description="pack each product as the release's zip file instead of a folder")
     workers: int = Field(1, ge=1, description="scenes generated in parallel (processes)")
     overwrite: bool = Field(False, description="replace an existing output folder")
@@ -55,38 +57,61 @@ class SynthConfig(Section):
     @classmethod
     def _products(cls, v: list[str]) -> list[str]:
         bad = [p for p in v if p not in POTSDAM_PRODUCT_NAMES]
-        if bad or not v:
+        if bad:
             raise ValueError(f"products={v} is not allowed; choose from {', '.join(POTSDAM_PRODUCT_NAMES)}")
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        from cdseg.data.source import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"dataset={v!r} is not one of {', '.join(DATASETS)}")
         return v
 
     @model_validator(mode="after")
     def _limits(self) -> SynthConfig:
-        from cdseg.data.isprs import OFFICIAL_SPLITS
+        from cdseg.data.source import get_source
 
+        source = get_source(self.dataset)
         for split, count in (("train", self.train_scenes), ("test", self.test_scenes)):
-            most = len(OFFICIAL_SPLITS[self.city][split])
-            if count > most:
-                raise ValueError(f"{split}_scenes={count} exceeds the {most} official {self.city} {split} scenes")
+            most = source.max_scenes(split)
+            if most is not None and count > most:
+                raise ValueError(f"{split}_scenes={count} exceeds the {most} official {self.dataset} {split} scenes")
         if self.train_scenes + self.test_scenes == 0:
             raise ValueError("train_scenes and test_scenes are both 0; ask for at least one scene")
         return self
 
 
 class PrepareConfig(Section):
-    """`cdseg prepare`: an ISPRS release (zips or folders, local or s3://) -> a prepared dataset."""
+    """`cdseg prepare`: a release (zips or folders, local or s3://) -> a prepared dataset.
 
-    input: str = Field(description="the release: a folder holding the zips and/or extracted folders, one zip, or an s3:// URI")
-    output: str = Field(description="folder (or s3:// URI) of the prepared dataset")
-    city: Literal["auto", "potsdam", "vaihingen"] = Field("auto", description="which release; auto detects it from file names")
+    The original project's spellings are accepted too: --src, --dst, --target-size, --use-boundary, --city.
+    """
+
+    input: str = Field(description="the release: a folder holding the zips and/or extracted folders, one zip, or an "
+                                   "s3:// URI", validation_alias=AliasChoices("input", "src"))
+    output: str = Field(description="folder (or s3:// URI) of the prepared dataset",
+                        validation_alias=AliasChoices("output", "dst"))
+    dataset: str = Field("auto", description="which release: a shipped dataset (docs/data.md); auto detects it from "
+                                             "file names", validation_alias=AliasChoices("dataset", "city"))
+    dataset_def: str | None = Field(None, description="YAML definition of your own dataset (classes, label colours "
+                                                      "or values, bands, folders, splits, tasks; see docs/data.md); "
+                                                      "replaces --dataset")
     channels: Literal["auto", "RGB", "RGBIR", "IRRG"] = Field(
-        "auto", description="image bands to keep (auto: RGBIR for Potsdam, IRRG for Vaihingen, the only one it has)")
+        "auto", description="image bands to keep (auto: RGBIR for Potsdam, IRRG for Vaihingen, the only one it has; "
+                            "the dataset's bands for the others)")
     dsm: bool = Field(False, description="add the DSM as an extra band (scaled to 0..255)")
-    boundary: bool = Field(True, description="use the full labels (true) or the eroded _noBoundary ones, whose "
-                                             "boundary pixels become ignore (255)")
+    boundary: bool = Field(True, description="train on the full labels (true) or the eroded _noBoundary ones, whose "
+                                             "boundary pixels become ignore (255); the eroded labels are kept "
+                                             "beside the full ones whenever the release has both (cdseg test "
+                                             "--eval.labels)", validation_alias=AliasChoices("boundary", "use_boundary"))
     colour_tolerance: int = Field(0, description="label colour channels within this distance of 0 or 255 are "
                                                  "snapped to it (0: exact ISPRS colours only; other colours are "
                                                  "always an error)")
-    patch_size: int = Field(512, description="training patch size in pixels")
+    patch_size: int = Field(512, description="training patch size in pixels",
+                            validation_alias=AliasChoices("patch_size", "target_size"))
     overlap: int = Field(12, description="overlap of neighbouring patches in pixels (the original used 12)")
     max_ignore: float = Field(0.75, description="drop a patch whose fraction of ignore pixels is at least this (0..1)")
     val_fraction: float = Field(0.15, description="fraction of training scenes held out, whole, for validation")
@@ -119,6 +144,12 @@ class PrepareConfig(Section):
             raise ValueError(f"{v} must be >= 0")
         return v
 
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_case(cls, v: object) -> object:
+        # the original project spelled them in lower case (--channels rgbir)
+        return v.upper() if isinstance(v, str) and v.lower() != "auto" else v
+
     @field_validator("colour_tolerance")
     @classmethod
     def _tolerance(cls, v: int) -> int:
@@ -131,6 +162,16 @@ class PrepareConfig(Section):
     def _fraction(cls, v: float) -> float:
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{v} is not a fraction; use 0..1")
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        from cdseg.data.source import DATASETS
+
+        if v != "auto" and v not in DATASETS:
+            raise ValueError(f"dataset={v!r} is not one of auto, {', '.join(DATASETS)}; describe your own data with "
+                             "--dataset-def my.yaml")
         return v
 
     @model_validator(mode="after")

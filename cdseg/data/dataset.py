@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -11,8 +11,19 @@ from torchvision import tv_tensors
 
 from cdseg.data.prepared import PreparedDataset
 from cdseg.errors import DataError
-from cdseg.tasks.filters import cached_select
-from cdseg.tasks.task import SPLITS, Task, get_task
+
+SPLITS = ("train", "val", "test")
+
+
+class StepLabels(Protocol):
+    """What the dataset needs of a task (`cdseg.tasks.Task` is one); data never imports tasks."""
+
+    def check_step(self, step: int) -> int: ...
+    def label_lut(self, step: int, split: str) -> np.ndarray: ...
+    def class_names(self, step: int) -> list[str]: ...
+    def num_outputs(self, step: int) -> int: ...
+    def select_patches(self, fingerprint: str, hist: np.ndarray, step: int, split: str, mode: str,
+                       seed: int) -> np.ndarray: ...
 
 
 class IncrementalDataset(Dataset):
@@ -23,11 +34,11 @@ class IncrementalDataset(Dataset):
     every step). Targets follow `task.label_lut(step, split)`.
     """
 
-    def __init__(self, prepared: PreparedDataset | str, task: Task | str, step: int, split: str,
+    def __init__(self, prepared: PreparedDataset | str, task: StepLabels, step: int, split: str,
                  filter_mode: str = "overlap", transform: Any = None, seed: int = 1337,
                  bands: list[str] | None = None) -> None:
         self.prepared = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset.open(prepared)
-        self.task = task if isinstance(task, Task) else get_task(task)
+        self.task = task
         self.step = self.task.check_step(step)
         if split not in SPLITS:
             raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
@@ -42,8 +53,8 @@ class IncrementalDataset(Dataset):
         self._all_bands = self._band_index == list(range(len(have)))
         records = self.prepared.patches(split)
         if split == "train":
-            chosen = cached_select(self.prepared.fingerprint, self.prepared.histograms(records), self.task, step,
-                                   split, filter_mode, seed)
+            chosen = self.task.select_patches(self.prepared.fingerprint, self.prepared.histograms(records), step,
+                                              split, filter_mode, seed)
             records = [records[i] for i in chosen]
         self.records = records
         self.lut = torch.from_numpy(self.task.label_lut(step, split).astype(np.int64))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdseg.data.definition import DatasetDefinition
 from cdseg.errors import DataError
 
 #: Raw class names; the index is the raw class index stored in a prepared dataset.
@@ -55,6 +56,25 @@ GSD = {"potsdam": 0.05, "vaihingen": 0.09}
 CRS = {"potsdam": "EPSG:32633", "vaihingen": "EPSG:32632"}
 #: DSM value range mapped to 0..255 (Potsdam's normalised DSM is already 8-bit; Vaihingen's is metres).
 DSM_RANGE = {"potsdam": (0.0, 255.0), "vaihingen": (240.0, 361.0)}
+
+
+#: The original project's ISPRS tasks (seed-spec 3.1), as class names per step.
+TASKS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "offline": (CLASSES,),
+    "222a": (("impervious_surfaces", "low_vegetation"), ("building", "tree"), ("car", "clutter")),
+    "321": (("building", "tree", "clutter"), ("impervious_surfaces", "low_vegetation"), ("car",)),
+    "6s": (("building",), ("tree",), ("impervious_surfaces",), ("low_vegetation",), ("car",), ("clutter",)),
+}
+
+
+def definition(city: str, bands: tuple[str, ...] = ("R", "G", "B", "IR")) -> DatasetDefinition:
+    """The definition of Potsdam or Vaihingen: six colour classes, black = ignore, no background class."""
+    return DatasetDefinition(city, CLASSES, colours=COLOURS, ignore_colours=(IGNORE_COLOUR,), bands=bands,
+                             splits=OFFICIAL_SPLITS[city], tasks=TASKS)
+
+
+POTSDAM = definition("potsdam")
+VAIHINGEN = definition("vaihingen", ("IR", "R", "G"))
 
 
 def potsdam_xy(scene_id: str) -> tuple[int, int]:

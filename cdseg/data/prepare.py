@@ -1,6 +1,7 @@
-"""`cdseg prepare`: an ISPRS release (or generated scenes) -> a prepared dataset, atomically.
+"""`cdseg prepare`: a release (or generated scenes) -> a prepared dataset, atomically.
 
-Steps: index the release (folders and zips), pick the scenes and their files, check every header,
+Steps: index the release (folders and zips), find its dataset's `Source` (or read the user's YAML
+definition), pick the scenes and their files, check every header,
 compute the fingerprint (a rerun with the same inputs and options is a no-op), then prepare the scenes
 in parallel into a staged folder and write `manifest.json` last before committing it.
 """
@@ -24,13 +25,13 @@ from tqdm import tqdm
 
 from cdseg import __version__
 from cdseg.config import dump_config
-from cdseg.data import isprs
 from cdseg.data.config import PrepareConfig
 from cdseg.data.integrity import find_damage, write_stamps
 from cdseg.data.ownership import check_not_overlapping, check_output_kind, check_replaceable
-from cdseg.data.prepared import FORMAT, FORMAT_VERSION, HIST_BINS, MANIFEST, damaged_files
-from cdseg.data.release import SceneFiles, detect_city, group_scenes, index_files, plan_bands
+from cdseg.data.prepared import FORMAT, FORMAT_VERSION, MANIFEST, damaged_files
+from cdseg.data.release import SceneFiles, index_files, plan_bands
 from cdseg.data.scene_job import SceneJob, check_headers, release_buffers, run_scene_job
+from cdseg.data.source import Source, detect_source, get_source
 from cdseg.data.uris import configure, exists, is_empty_dir, is_remote, join, local_input, read_text, staged_output
 from cdseg.errors import DataError
 from cdseg.utils.atomic import write_text_atomic
@@ -39,7 +40,7 @@ from cdseg.utils.signals import deferred_interrupts, ignore_interrupts, terminat
 
 log = logging.getLogger(__name__)
 #: Options that change the output (the fingerprint covers these and the input files).
-_OUTPUT_OPTIONS = ("city", "channels", "dsm", "boundary", "colour_tolerance", "patch_size", "overlap", "max_ignore", "val_fraction",
+_OUTPUT_OPTIONS = ("dataset", "channels", "dsm", "boundary", "colour_tolerance", "patch_size", "overlap", "max_ignore", "val_fraction",
                    "val_count", "seed", "scenes", "block_size", "compress")
 
 
@@ -56,8 +57,9 @@ def draw_val(train: list[str], fraction: float, count: int | None, seed: int) ->
     return [train[i] for i in sorted(picked)]
 
 
-def _select_scenes(cfg: PrepareConfig, found: dict[str, SceneFiles], city: str, source: str) -> dict[str, list[str]]:
-    official = isprs.OFFICIAL_SPLITS[city]
+def _select_scenes(cfg: PrepareConfig, found: dict[str, SceneFiles], src: Source, source: str) -> dict[str, list[str]]:
+    official = src.official_splits(found)
+    city = src.name
     wanted = set(cfg.scenes) if cfg.scenes else set(found)
     missing = sorted(wanted - set(found))
     if missing:
@@ -74,37 +76,46 @@ def _select_scenes(cfg: PrepareConfig, found: dict[str, SceneFiles], city: str, 
     return {"train": [s for s in train if s not in val], "val": val, "test": test}
 
 
-def _jobs(cfg: PrepareConfig, found: dict[str, SceneFiles], city: str, ids: list[str], out: str) -> list[SceneJob]:
-    channels = cfg.channels if cfg.channels != "auto" else ("RGBIR" if city == "potsdam" else "IRRG")
-    if city == "vaihingen" and channels != "IRRG":
-        raise DataError(f"--channels {channels}: the Vaihingen release has only IRRG images; use --channels IRRG")
-    bands = isprs.CHANNEL_BANDS[channels]
+def _other_labels(cfg: PrepareConfig, found: dict[str, SceneFiles], src: Source, ids: list[str]) -> list[str]:
+    """Label sets kept beside the training one: those the release has for every chosen scene (ISPRS: full and
+    eroded), so that `cdseg test --labels` can score either."""
+    own = "full" if cfg.boundary else "eroded"
+    sets = [name for name in src.label_sets(found[ids[0]]) if name != own] if ids else []
+    kept = [name for name in sets if all(src.label_sets(found[s]).get(name) is not None for s in ids)]
+    for name in sorted(set(sets) - set(kept)):
+        log.debug("not keeping the %s labels beside the %s ones: some scenes have none", name, own)
+    return kept
+
+
+def _jobs(cfg: PrepareConfig, found: dict[str, SceneFiles], src: Source, ids: list[str], out: str) -> list[SceneJob]:
+    bands = src.channels(cfg)
+    others = _other_labels(cfg, found, src, ids)
     jobs = []
     for sid in ids:
         scene = found[sid]
-        plan = plan_bands(scene, bands)
-        label = scene.label if cfg.boundary else scene.label_nob
-        if label is None:
-            image = next(iter(scene.images.values()))
-            want = isprs.label_name(city, sid, cfg.boundary)
-            raise DataError(f"image {image} has no label {want} in {cfg.input}; add the "
-                            f"{'5_Labels_all' if city == 'potsdam' else 'ground truth'}"
-                            f"{'' if cfg.boundary else ' (noBoundary)'} files or leave the scene out with --scenes")
+        plan = plan_bands(scene, bands, src.products)
+        label = src.label_of(scene, cfg)
+        extra = {name: src.label_sets(scene)[name] for name in others}
         if cfg.dsm and scene.dsm is None:
-            raise DataError(f"scene {sid} has no DSM {isprs.dsm_name(city, sid)} in {cfg.input}; add the DSM files "
-                            "or prepare without --dsm")
+            raise DataError(f"scene {sid} has no DSM in {cfg.input}; add the DSM files or prepare without --dsm")
         images = {p: scene.images[p] for p, _ in plan}
-        jobs.append(SceneJob(sid, city, images, plan, label, scene.dsm if cfg.dsm else None, out, cfg.patch_size,
+        jobs.append(SceneJob(sid, src.name, images, plan, label, scene.dsm if cfg.dsm else None, out, cfg.patch_size,
                              cfg.patch_size - cfg.overlap, cfg.max_ignore, cfg.block_size, cfg.compress,
-                             colour_tolerance=cfg.colour_tolerance))
+                             colour_tolerance=cfg.colour_tolerance, definition=src.definition,
+                             product_bands={p: len(b) for p, b in src.products.items()}, dsm_range=src.dsm_range(),
+                             label_set="full" if cfg.boundary else "eroded", small_ok=src.small_scenes,
+                             other_labels={k: v for k, v in extra.items() if v is not None}))
     return jobs
 
 
-def fingerprint(cfg: PrepareConfig, city: str, jobs: list[SceneJob]) -> str:
-    """Hash of the format, options and input files (name, size, mtime or CRC) that determine the output."""
-    options = {k: getattr(cfg, k) for k in _OUTPUT_OPTIONS} | {"city": city}
+def fingerprint(cfg: PrepareConfig, src: Source, jobs: list[SceneJob]) -> str:
+    """Hash of the format, options, dataset definition and input files (name, size, mtime or CRC) that determine
+    the output."""
+    options = {k: getattr(cfg, k) for k in _OUTPUT_OPTIONS} | {"dataset": src.name,
+                                                              "definition": src.definition.manifest_fields()}
     files = sorted({(Path(e.archive).name if e.archive else "", e.path if e.archive else Path(e.path).name, e.size, e.stamp)
-                    for j in jobs for e in [*j.images.values(), j.label, j.dsm] if e is not None})
+                    for j in jobs for e in [*j.images.values(), j.label, *j.other_labels.values(), j.dsm]
+                    if e is not None})
     blob = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "options": options, "files": files}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -182,23 +193,25 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _manifest(cfg: PrepareConfig, fp: str, city: str, bands: list[str], splits: dict[str, list[str]],
+def _manifest(cfg: PrepareConfig, fp: str, src: Source, bands: list[str], splits: dict[str, list[str]],
               results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    classes = list(src.definition.classes)
     ids = [s for split in ("train", "val", "test") for s in splits[split]]
     train_sums = sum((np.asarray(results[s]["band_sums"], np.float64) for s in splits["train"]),
                      np.zeros((len(bands), 3), np.float64))
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "created_by": f"cdseg {__version__}",
-        "fingerprint": fp, "city": city, "source": cfg.input,
-        "classes": list(isprs.CLASSES), "colours": [list(c) for c in isprs.COLOURS], "ignore_index": isprs.IGNORE_INDEX,
+        "fingerprint": fp, "city": src.name, "source": cfg.input,
+        **src.definition.manifest_fields(),
         "bands": bands, "patch_size": cfg.patch_size, "overlap": cfg.overlap, "stride": cfg.patch_size - cfg.overlap,
         "boundary": cfg.boundary, "splits": splits,
+        "label_sets": sorted({jobs_sets for r in results.values() for jobs_sets in r["entry"]["labels"]}),
         "stats": _stats(train_sums, bands) if splits["train"] else {},
         "class_pixels": {split: np.sum([results[s]["entry"]["class_pixels"] for s in ids_], axis=0).tolist()
-                         if ids_ else [0] * HIST_BINS for split, ids_ in splits.items()},
+                         if ids_ else [0] * (len(classes) + 1) for split, ids_ in splits.items()},
         "scenes": {sid: results[sid]["entry"] for sid in ids},
         "checksums": {k: v for sid in ids for k, v in results[sid]["checksums"].items()},
-        "patches": {"columns": ["scene", "y", "x", *isprs.CLASSES, "ignore"],
+        "patches": {"columns": ["scene", "y", "x", *classes, "ignore"],
                     "rows": [row for sid in ids for row in results[sid]["rows"]]},
     }
 
@@ -237,12 +250,17 @@ def run_prepare(cfg: PrepareConfig) -> str:
 def _prepare(cfg: PrepareConfig) -> str:
     src = local_input(cfg.input)
     entries = index_files(src)
-    city = detect_city(entries, cfg.input) if cfg.city == "auto" else cfg.city
-    found = group_scenes(entries, city)
-    splits = _select_scenes(cfg, found, city, cfg.input)
+    if cfg.dataset_def:
+        source = get_source("", cfg.dataset_def)
+    else:
+        source = detect_source(entries, cfg.input) if cfg.dataset == "auto" else get_source(cfg.dataset)
+    if source.overlap is not None and "overlap" not in cfg.model_fields_set and source.overlap < cfg.patch_size:
+        cfg = cfg.model_copy(update={"overlap": source.overlap})  # the release's usual tiling
+    found = source.scenes(entries)
+    splits = _select_scenes(cfg, found, source, cfg.input)
     ids = [s for split in ("train", "val", "test") for s in splits[split]]
-    jobs = _jobs(cfg, found, city, ids, "")
-    fp = fingerprint(cfg, city, jobs)
+    jobs = _jobs(cfg, found, source, ids, "")
+    fp = fingerprint(cfg, source, jobs)
     old = read_text(join(cfg.output, MANIFEST))
     replace = False
     if old is not None:
@@ -270,15 +288,16 @@ def _prepare(cfg: PrepareConfig) -> str:
             raise DataError(f"{cfg.output} already exists and was not prepared from these inputs and options; "
                             "pass --overwrite to replace it or choose another --output")
     shapes = {job.scene_id: check_headers(job) for job in jobs}
-    channels = cfg.channels if cfg.channels != "auto" else ("RGBIR" if city == "potsdam" else "IRRG")
-    bands = [*isprs.CHANNEL_BANDS[channels], *(["DSM"] if cfg.dsm else [])]
+    bands = [*source.channels(cfg), *(["DSM"] if cfg.dsm else [])]
     with staged_output(cfg.output, replace=replace) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
+        for name in {n for job in jobs for n in job.other_labels}:
+            (tmp / f"labels_{name}").mkdir()
         jobs = [SceneJob(**{**job.__dict__, "out": str(tmp), "stats": job.scene_id in splits["train"]}) for job in jobs]
         results = {r["id"]: r for r in _run_jobs(jobs, cfg.workers)}
         assert set(shapes) == set(results)
-        manifest = _manifest(cfg, fp, city, bands, splits, results)
+        manifest = _manifest(cfg, fp, source, bands, splits, results)
         write_text_atomic(tmp / "config.yaml", dump_config(cfg))
         if not is_remote(cfg.output):  # an s3:// dataset is verified by the download cache instead
             write_stamps(tmp, manifest["checksums"])  # the files were hashed as they were written

@@ -27,10 +27,9 @@ from cdseg.errors import DataError
 from cdseg.utils.hashing import sha256_file
 
 FORMAT = "cdseg-prepared"
-FORMAT_VERSION = 1
+#: 2: the dataset definition (dataset, background, label encoding, tasks) and histograms of any class count
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-#: Histogram columns of a patch: the six classes, then the ignore label.
-HIST_BINS = 7
 #: GDAL block cache (bytes) of a process that reads a prepared dataset, unless GDAL_CACHEMAX is set.
 #: GDAL's default is 5% of the machine's RAM in every process, and each training rank's DataLoader
 #: workers would fill their own copy of tiles the (shared) page cache already holds: 8 ranks x 4
@@ -39,13 +38,13 @@ HIST_BINS = 7
 READ_CACHE_BYTES = 64 << 20
 #: Manifest fields every reader relies on, and their JSON types.
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "fingerprint": str, "classes": list, "bands": list, "patch_size": int, "splits": dict, "scenes": dict,
+    "fingerprint": str, "classes": list, "tasks": dict, "bands": list, "patch_size": int, "splits": dict, "scenes": dict,
     "checksums": dict, "patches": dict}
 _cache_bounded_in: int | None = None  # pid of the process whose GDAL cache was bounded
 
 
 class PatchRecord(NamedTuple):
-    """One training patch: its scene, top-left pixel and class histogram (6 classes + ignore)."""
+    """One training patch: its scene, top-left pixel and class histogram (the dataset's classes + ignore)."""
 
     id: int
     scene: str
@@ -199,19 +198,28 @@ class PreparedDataset:
         return [p for p in self._patches if p.scene in ids]
 
     def histograms(self, records: list[PatchRecord]) -> np.ndarray:
-        """N x 7 class-pixel counts of `records`."""
-        return np.asarray([r.hist for r in records], dtype=np.int64).reshape(-1, HIST_BINS)
+        """N x (classes + 1) class-pixel counts of `records` (the last column: ignore)."""
+        return np.asarray([r.hist for r in records], dtype=np.int64).reshape(-1, len(self.classes) + 1)
 
-    def _open(self, kind: str, scene: str):
+    @property
+    def label_sets(self) -> list[str]:
+        """The label sets of the dataset's scenes: `full`, and `eroded` (boundaries ignored) where the release has them."""
+        return list(self.manifest.get("label_sets") or ["full" if self.manifest.get("boundary", True) else "eroded"])
+
+    def _open(self, kind: str, scene: str, labels: str | None = None):
         if os.getpid() != self._pid:  # a forked DataLoader worker: never share GDAL handles
             self._handles, self._pid = {}, os.getpid()
-        key = f"{kind}/{scene}"
+        key = f"{kind}/{labels or ''}/{scene}"
         handle = self._handles.get(key)
         if handle is None:
             info = self.manifest["scenes"].get(scene)
             if info is None:
                 raise DataError(f"scene {scene!r} is not in {self.uri}; scenes are {', '.join(sorted(self.manifest['scenes']))}")
-            path = self.root / info[kind]
+            rel = info[kind] if labels is None else (info.get("labels") or {}).get(labels)
+            if rel is None:
+                raise DataError(f"{self.uri} has no {labels} labels (it has {', '.join(self.label_sets)}); prepare "
+                                "it from a release that ships them (ISPRS: the noBoundary / eroded ground truth)")
+            path = self.root / rel
             bound_gdal_cache()
             try:
                 handle = rasterio.open(path)
@@ -240,10 +248,10 @@ class PreparedDataset:
         image = self._open("image", scene_id)
         return image.crs, image.transform
 
-    def read_scene(self, scene_id: str) -> Scene:
-        """A whole scene with its georeference, for evaluation."""
+    def read_scene(self, scene_id: str, labels: str | None = None) -> Scene:
+        """A whole scene with its georeference, for evaluation; `labels` picks a label set (default: training's)."""
         image = self._open("image", scene_id)
-        return Scene(scene_id, self._read(image), self._read(self._open("label", scene_id), 1), image.crs,
+        return Scene(scene_id, self._read(image), self._read(self._open("label", scene_id, labels), 1), image.crs,
                      image.transform)
 
     def close(self) -> None:

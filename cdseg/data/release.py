@@ -1,4 +1,4 @@
-"""Read an ISPRS release as shipped: a folder of zips and/or extracted folders, or one zip.
+"""Read a release as shipped: a folder of zips and/or extracted folders, or one zip (ISPRS file names here).
 
 Zips are not extracted: members are read in place through GDAL's /vsizip/. Every file is indexed
 by name, so the release's folder names (or the lower-case ones of the original project) do not matter.
@@ -63,6 +63,7 @@ class SceneFiles:
     label: Entry | None = None
     label_nob: Entry | None = None
     dsm: Entry | None = None
+    split: str | None = None  # the release's own split (train / test), where its layout says
 
 
 def _zip_entries(path: Path) -> list[Entry]:
@@ -101,21 +102,6 @@ def index_files(root: Path) -> list[Entry]:
             stamp = zlib.crc32(os.readlink(path).encode()) if path.is_symlink() else st.st_mtime_ns
             entries.append(Entry(str(path), None, st.st_size, stamp))
     return entries
-
-
-def detect_city(entries: list[Entry], source: str) -> str:
-    """`potsdam` or `vaihingen`, from the file names."""
-    potsdam = any(_POTSDAM_IMAGE.match(e.name) or _POTSDAM_LABEL.match(e.name) for e in entries)
-    vaihingen = any(_VAIHINGEN_TOP.match(e.name) for e in entries)
-    nested = [e for e in entries if e.archive and e.path.lower().endswith(".zip")]
-    if not potsdam and not vaihingen and nested:
-        raise DataError(f"{nested[0].archive} holds zip files (e.g. {nested[0].path}), not images: extract it once and "
-                        "pass the folder of the release's zips; cdseg reads zips in place but not a zip of zips")
-    if potsdam == vaihingen:
-        found = "both Potsdam and Vaihingen" if potsdam else "no ISPRS scene"
-        raise DataError(f"{source}: found {found} files; expected e.g. 4_Ortho_RGBIR/top_potsdam_2_10_RGBIR.tif or "
-                        "top/top_mosaic_09cm_area1.tif; pass the release folder (or set --city)")
-    return "potsdam" if potsdam else "vaihingen"
 
 
 def group_scenes(entries: list[Entry], city: str) -> dict[str, SceneFiles]:
@@ -157,10 +143,11 @@ def group_scenes(entries: list[Entry], city: str) -> dict[str, SceneFiles]:
     return {sid: s for sid, s in scenes.items() if s.images}
 
 
-def plan_bands(scene: SceneFiles, bands: tuple[str, ...]) -> list[tuple[str, int]]:
+def plan_bands(scene: SceneFiles, bands: tuple[str, ...],
+               product_bands: dict[str, tuple[str, ...]]) -> list[tuple[str, int]]:
     """(product, band index in that file) for each wanted band, preferring the fewest files."""
     def names(product: str) -> tuple[str, ...]:
-        return isprs.POTSDAM_PRODUCTS[product][1]  # Vaihingen's top/ images are IRRG too
+        return product_bands[product]
 
     products = sorted(scene.images, key=lambda p: (-len(set(names(p)) & set(bands)), p))
     plan = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,11 @@ import numpy as np
 import rasterio
 
 from cdseg.data import isprs
-from cdseg.data.prepared import HIST_BINS
+from cdseg.data.definition import DatasetDefinition
 from cdseg.data.release import Entry, open_raster, read_raster
 from cdseg.errors import DataError
 from cdseg.utils.hashing import sha256_file
 
-#: Bands each image product must have.
-PRODUCT_BANDS = {p: len(b) for p, (_, b) in isprs.POTSDAM_PRODUCTS.items()}
 _DSM_SLACK = 8  # px: a release DSM may miss a row or column (Potsdam); pad or crop up to this much
 
 
@@ -42,6 +40,18 @@ class SceneJob:
     compress: str
     stats: bool = True  # band sums are needed for training scenes only
     colour_tolerance: int = 0
+    definition: DatasetDefinition = isprs.POTSDAM  # classes and label encoding
+    product_bands: dict[str, int] | None = None  # bands each image product must have
+    dsm_range: tuple[float, float] = (0.0, 255.0)  # DSM values mapped to 0..255
+    label_set: str = "full"  # which labels `label` is (training uses them): full, or eroded boundaries
+    other_labels: dict[str, Entry] = field(default_factory=dict)  # other label sets kept beside (e.g. eroded)
+    small_ok: bool = False  # a scene smaller than a patch is kept (no training patch; evaluated whole), not refused
+
+    def bands_of(self, product: str) -> int:
+        """How many bands an image product must have."""
+        if self.product_bands is None:
+            return len(isprs.POTSDAM_PRODUCTS[product][1])
+        return self.product_bands[product]
 
 
 def grid_starts(length: int, patch: int, stride: int) -> list[int]:
@@ -59,7 +69,7 @@ def check_headers(job: SceneJob) -> tuple[int, int]:
     ref = None
     for product, entry in job.images.items():
         with open_raster(entry) as src:
-            want = PRODUCT_BANDS[product]
+            want = job.bands_of(product)
             if src.count != want:
                 raise DataError(f"{entry} has {src.count} bands, a {product} image must have {want}; "
                                 "replace it with the release's file")
@@ -72,9 +82,14 @@ def check_headers(job: SceneJob) -> tuple[int, int]:
                                 "the scene's files must have the same size")
     assert ref is not None
     with open_raster(job.label) as src:
-        if src.count < 3:
-            raise DataError(f"{job.label} has {src.count} band(s), a label must be an RGB colour image; "
-                            "use the release's colour ground truth")
+        if job.definition.encoding == "colour" and src.count < 3:
+            raise DataError(f"{job.label} has {src.count} band(s), a {job.definition.name} label must be an RGB "
+                            "colour image; use the release's colour ground truth")
+        if job.definition.encoding == "index" and src.count != 1:
+            raise DataError(f"{job.label} has {src.count} bands, a {job.definition.name} label must have one band of "
+                            "class values; use the release's labels")
+        if src.dtypes[0] != "uint8":
+            raise DataError(f"{job.label} has {src.dtypes[0]} pixels, a label must be uint8; use the release's labels")
         if (src.height, src.width) != ref[1:3]:
             raise DataError(f"label {job.label} is {src.width}x{src.height} px but image {ref[0]} is "
                             f"{ref[2]}x{ref[1]} px; use the label that belongs to this image")
@@ -82,12 +97,17 @@ def check_headers(job: SceneJob) -> tuple[int, int]:
             raise DataError(f"label {job.label} is georeferenced differently from image {ref[0]} "
                             f"({src.crs} {tuple(src.transform)[:6]} vs {ref[3]} {tuple(ref[4])[:6]}); "
                             "use the label that belongs to this image")
+    for other in job.other_labels.values():
+        with open_raster(other) as src:
+            if (src.height, src.width) != ref[1:3]:
+                raise DataError(f"label {other} is {src.width}x{src.height} px but image {ref[0]} is "
+                                f"{ref[2]}x{ref[1]} px; use the label that belongs to this image")
     if job.dsm is not None:
         with open_raster(job.dsm) as src:
             if abs(src.height - ref[1]) > _DSM_SLACK or abs(src.width - ref[2]) > _DSM_SLACK:
                 raise DataError(f"DSM {job.dsm} is {src.width}x{src.height} px but image {ref[0]} is "
                                 f"{ref[2]}x{ref[1]} px; use the DSM that belongs to this scene")
-    if ref[1] < job.patch_size or ref[2] < job.patch_size:
+    if (ref[1] < job.patch_size or ref[2] < job.patch_size) and not job.small_ok:
         raise DataError(f"scene {job.scene_id} is {ref[2]}x{ref[1]} px, smaller than --patch-size {job.patch_size}; "
                         "use a smaller patch size")
     return ref[1], ref[2]
@@ -97,7 +117,7 @@ def _read_dsm(job: SceneJob, shape: tuple[int, int]) -> np.ndarray:
     assert job.dsm is not None
     dsm = read_raster(job.dsm)[0]
     if dsm.dtype != np.uint8:
-        lo, hi = isprs.DSM_RANGE[job.city]
+        lo, hi = job.dsm_range
         dsm = np.clip((dsm.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
     out = np.zeros(shape, np.uint8)
     h, w = min(shape[0], dsm.shape[0]), min(shape[1], dsm.shape[1])
@@ -176,7 +196,7 @@ def release_buffers() -> None:
 def _read_image(job: SceneJob, shape: tuple[int, int]) -> np.ndarray:
     products = {p for p, _ in job.plan}
     product = next(iter(products))
-    if len(products) == 1 and [i for _, i in job.plan] == list(range(PRODUCT_BANDS[product])) and job.dsm is None:
+    if len(products) == 1 and [i for _, i in job.plan] == list(range(job.bands_of(product))) and job.dsm is None:
         # the whole file in order: read straight into the output array
         return read_raster(job.images[product], out=_buffers.get("image", (len(job.plan), *shape)))
     files = {p: read_raster(job.images[p]) for p in products}
@@ -191,7 +211,7 @@ def _patch_rows(job: SceneJob, label: np.ndarray) -> tuple[list[list[Any]], int,
     """Per-patch class histograms on the patch grid (rows of the manifest), patches dropped, class pixels."""
     rows, dropped = [], 0
     size = job.patch_size
-    classes = range(HIST_BINS - 1)
+    classes = range(len(job.definition.classes))
     for y in grid_starts(label.shape[0], size, job.stride):
         for x in grid_starts(label.shape[1], size, job.stride):
             patch = label[y : y + size, x : x + size]
@@ -201,7 +221,7 @@ def _patch_rows(job: SceneJob, label: np.ndarray) -> tuple[list[list[Any]], int,
                 dropped += 1
                 continue
             rows.append([job.scene_id, y, x, *hist])
-    counts = np.zeros(HIST_BINS - 1, np.int64)
+    counts = np.zeros(len(job.definition.classes), np.int64)
     for y in range(0, label.shape[0], 64):  # cache-sized strips: 2.5x faster than whole-array passes
         strip = label[y : y + 64]
         for c in classes:
@@ -209,6 +229,23 @@ def _patch_rows(job: SceneJob, label: np.ndarray) -> tuple[list[list[Any]], int,
     class_pixels = [int(n) for n in counts]
     class_pixels.append(label.size - sum(class_pixels))
     return rows, dropped, class_pixels
+
+
+def _read_label(job: SceneJob, shape: tuple[int, int], entry: Entry | None = None) -> np.ndarray:
+    """A label of the scene (default: the training one) as HxW raw class indices (255 ignore), unknown colours
+    or values refused."""
+    entry = entry or job.label
+    if job.definition.encoding == "index":
+        return job.definition.to_index(read_raster(entry, indexes=[1]), str(entry))
+    if entry is not job.label:  # the training label's buffers are still in use
+        rgb = read_raster(entry, indexes=[1, 2, 3])
+        if job.definition.colours == isprs.COLOURS:
+            return isprs.colours_to_index(rgb, str(entry), job.colour_tolerance)
+        return job.definition.to_index(rgb, str(entry))
+    rgb = read_raster(entry, indexes=[1, 2, 3], out=_buffers.get("label_rgb", (3, *shape)))
+    if job.definition.colours == isprs.COLOURS:  # the ISPRS fast path (and its --colour-tolerance)
+        return isprs.colours_to_index(rgb, str(entry), job.colour_tolerance, out=_buffers.get("label", shape))
+    return job.definition.to_index(rgb, str(entry))
 
 
 #: GDAL block cache (bytes) while a scene is prepared. Every file is read or written whole, once, so the
@@ -237,22 +274,29 @@ def run_scene_job(job: SceneJob) -> dict[str, Any]:
         synced = [helpers.submit(_fsync, out / image_rel)]
         image_sha = helpers.submit(sha256_file, out / image_rel)
         band_sums = helpers.submit(lambda: [_band_sums(band) for band in image] if job.stats else [])
-        rgb = read_raster(job.label, indexes=[1, 2, 3], out=_buffers.get("label_rgb", (3, *shape)))
-        label = isprs.colours_to_index(rgb, str(job.label), job.colour_tolerance, out=_buffers.get("label", shape))
+        label = _read_label(job, shape)
         _write(out / label_rel, label[None], crs, transform, job)
         synced.append(helpers.submit(_fsync, out / label_rel))
         label_sha = helpers.submit(sha256_file, out / label_rel)
         rows, dropped, class_pixels = _patch_rows(job, label)
         checksums = {image_rel: image_sha.result(), label_rel: label_sha.result()}
+        labels = {job.label_set: label_rel}
+        for name, entry in job.other_labels.items():  # e.g. the eroded labels the benchmark scores on
+            rel = f"labels_{name}/{job.scene_id}.tif"
+            _write(out / rel, _read_label(job, shape, entry)[None], crs, transform, job)
+            synced.append(helpers.submit(_fsync, out / rel))
+            checksums[rel] = sha256_file(out / rel)
+            labels[name] = rel
         sums = band_sums.result()
         for done in synced:
             done.result()
     return {
         "id": job.scene_id,
-        "entry": {"image": image_rel, "label": label_rel, "height": shape[0], "width": shape[1],
+        "entry": {"image": image_rel, "label": label_rel, "labels": labels, "height": shape[0], "width": shape[1],
                   "crs": crs.to_string() if crs else None, "transform": list(transform)[:6] if crs else None,
                   "class_pixels": class_pixels,
-                  "sources": sorted({str(e) for e in [*job.images.values(), job.label, job.dsm] if e is not None}),
+                  "sources": sorted({str(e) for e in [*job.images.values(), job.label, *job.other_labels.values(),
+                                                      job.dsm] if e is not None}),
                   "dropped_patches": dropped},
         "checksums": checksums,
         "rows": rows,

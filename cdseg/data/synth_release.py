@@ -1,4 +1,7 @@
-"""`cdseg synth`: write generated scenes as an ISPRS release (same folders, names, bands, zips, CRS)."""
+"""`cdseg synth`: write generated scenes as a dataset's release (same folders, names, bands, zips, CRS).
+
+The dataset's `Source` writes its own layout; the ISPRS layouts (Potsdam, Vaihingen) are here.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ from cdseg.errors import DataError
 log = logging.getLogger(__name__)
 _ZIP_TIME = (2018, 1, 1, 0, 0, 0)  # fixed member timestamps: the same seed gives the same zip bytes
 VAIHINGEN_ZIP = "ISPRS_semantic_labeling_Vaihingen"
+VAIHINGEN_GT_ZIP = "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE"
 VAIHINGEN_NOB_ZIP = "ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE"
+#: Vaihingen products `--products` may name (the Potsdam names that mean the same thing)
+VAIHINGEN_PRODUCTS = {"IRRG", "labels", "labels_noBoundary", "DSM"}
 
 
 def scene_ids(city: str, train: int, test: int) -> list[str]:
@@ -83,14 +89,20 @@ def write_scene(root: Path, city: str, scene_id: str, size: int, seed: int, gsd:
         width = max(64, (size * 4 // 5) // 16 * 16)
         arrays.bands = {k: v[:, :width] for k, v in arrays.bands.items()}
         arrays.label, arrays.height = arrays.label[:, :width], arrays.height[:, :width]
-        irrg = np.stack([arrays.bands[b] for b in ("IR", "R", "G")])
-        _write_tif(root / isprs.VAIHINGEN_TOP / isprs.image_name(city, scene_id), irrg, crs, transform)
-        _write_tif(root / isprs.VAIHINGEN_GT / isprs.label_name(city, scene_id),
-                   isprs.index_to_colours(arrays.label), crs, transform)
-        _write_tif(root / isprs.VAIHINGEN_GT_NOB / isprs.label_name(city, scene_id, boundary=False),
-                   isprs.index_to_colours(erode_boundaries(arrays.label)), crs, transform)
-        dsm = (isprs.DSM_RANGE[city][0] + 25.0 + arrays.height)[None].astype(np.float32)
-        _write_tif(root / isprs.VAIHINGEN_DSM / isprs.dsm_name(city, scene_id), dsm, crs, transform, "float32")
+        if "IRRG" in products:
+            irrg = np.stack([arrays.bands[b] for b in ("IR", "R", "G")])
+            _write_tif(root / isprs.VAIHINGEN_TOP / isprs.image_name(city, scene_id), irrg, crs, transform)
+        if "labels" in products:  # the release: training labels in the main zip, all of them in the COMPLETE zip
+            colours = isprs.index_to_colours(arrays.label)
+            if scene_id in isprs.VAIHINGEN_TRAIN:
+                _write_tif(root / isprs.VAIHINGEN_GT / isprs.label_name(city, scene_id), colours, crs, transform)
+            _write_tif(root / VAIHINGEN_GT_ZIP / isprs.label_name(city, scene_id), colours, crs, transform)
+        if "labels_noBoundary" in products:
+            _write_tif(root / VAIHINGEN_NOB_ZIP / isprs.label_name(city, scene_id, boundary=False),
+                       isprs.index_to_colours(erode_boundaries(arrays.label)), crs, transform)
+        if "DSM" in products:
+            dsm = (isprs.DSM_RANGE[city][0] + 25.0 + arrays.height)[None].astype(np.float32)
+            _write_tif(root / isprs.VAIHINGEN_DSM / isprs.dsm_name(city, scene_id), dsm, crs, transform, "float32")
         return scene_id
     for product, (folder, bands) in isprs.POTSDAM_PRODUCTS.items():
         if product in products:
@@ -111,7 +123,7 @@ def write_scene(root: Path, city: str, scene_id: str, size: int, seed: int, gsd:
     return scene_id
 
 
-def _zip_folder(root: Path, folder: str, zip_name: str, flat: bool) -> None:
+def zip_folder(root: Path, folder: str, zip_name: str, flat: bool) -> None:
     """Pack `root/folder` into `root/zip_name.zip` (members under `folder/`, or at the top when `flat`)."""
     src = root / folder
     with zipfile.ZipFile(root / f"{zip_name}.zip", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
@@ -132,42 +144,69 @@ def _pack_zips(root: Path, city: str) -> None:
     if city == "potsdam":
         for folder in [f for f, _ in isprs.POTSDAM_PRODUCTS.values()] + [isprs.POTSDAM_DSM]:
             if (root / folder).is_dir():
-                _zip_folder(root, folder, folder, flat=False)
+                zip_folder(root, folder, folder, flat=False)
         for folder in (isprs.POTSDAM_LABELS, isprs.POTSDAM_LABELS_NOB):  # these release zips have no folder inside
             if (root / folder).is_dir():
-                _zip_folder(root, folder, folder, flat=True)
+                zip_folder(root, folder, folder, flat=True)
         return
-    _zip_folder(root, isprs.VAIHINGEN_GT_NOB, VAIHINGEN_NOB_ZIP, flat=True)
+    for folder in (VAIHINGEN_GT_ZIP, VAIHINGEN_NOB_ZIP):
+        if (root / folder).is_dir():
+            zip_folder(root, folder, folder, flat=True)
     main = root / "_main"
     main.mkdir()
     for folder in (isprs.VAIHINGEN_TOP, isprs.VAIHINGEN_GT, isprs.VAIHINGEN_DSM):
-        (root / folder).rename(main / folder)
-    _zip_folder(root, "_main", VAIHINGEN_ZIP, flat=True)
+        if (root / folder).is_dir():
+            (root / folder).rename(main / folder)
+    if any(main.iterdir()):
+        zip_folder(root, "_main", VAIHINGEN_ZIP, flat=True)
+    else:
+        main.rmdir()
+
+
+def write_isprs(root: Path, cfg: SynthConfig) -> list[str]:
+    """Potsdam or Vaihingen scenes (`cfg.products` of them) in the release layout; returns the scene ids."""
+    city = cfg.dataset
+    products = list(cfg.products) or (sorted(VAIHINGEN_PRODUCTS) if city == "vaihingen" else
+                                      ["RGB", "IRRG", "RGBIR", "labels", "labels_noBoundary", "DSM"])
+    if city == "vaihingen":
+        unknown = sorted(set(products) - VAIHINGEN_PRODUCTS)
+        if unknown:
+            raise DataError(f"--products {','.join(unknown)}: the Vaihingen release has only "
+                            f"{', '.join(sorted(VAIHINGEN_PRODUCTS))}; choose among them")
+    ids = scene_ids(city, cfg.train_scenes, cfg.test_scenes)
+    args = [(root, city, sid, cfg.size, cfg.seed, cfg.gsd, products) for sid in ids]
+    run_parallel(write_scene, args, cfg.workers)
+    if cfg.zip:
+        _pack_zips(root, city)
+    return ids
+
+
+def run_parallel(func, args: list[tuple], workers: int) -> None:
+    """`func(*a)` for every `a`, in `workers` processes, with a progress bar (func returns the scene id)."""
+    bar = tqdm(total=len(args), desc="synth", unit="scene", disable=None)
+    if workers == 1:
+        for a in args:
+            bar.set_postfix_str(func(*a))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            for sid in pool.map(func, *zip(*args, strict=True)):
+                bar.set_postfix_str(sid)
+                bar.update()
+    bar.close()
 
 
 def run_synth(cfg: SynthConfig) -> str:
-    """Generate `cfg`'s scenes in the release layout at `cfg.output`; returns the output URI."""
+    """Generate `cfg`'s scenes in the dataset's release layout at `cfg.output`; returns the output URI."""
     from cdseg.config import dump_config
+    from cdseg.data.source import get_source
 
     configure(cfg)
+    source = get_source(cfg.dataset)
     if exists(cfg.output) and not cfg.overwrite and not is_empty_dir(cfg.output):
         raise DataError(f"{cfg.output} already exists; choose another --output or pass --overwrite")
-    ids = scene_ids(cfg.city, cfg.train_scenes, cfg.test_scenes)
     with staged_output(cfg.output, replace=exists(cfg.output)) as root:
-        args = [(root, cfg.city, sid, cfg.size, cfg.seed, cfg.gsd, cfg.products) for sid in ids]
-        bar = tqdm(total=len(ids), desc="synth", unit="scene", disable=None)
-        if cfg.workers == 1:
-            for a in args:
-                bar.set_postfix_str(write_scene(*a))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-                for sid in pool.map(write_scene, *zip(*args, strict=True)):
-                    bar.set_postfix_str(sid)
-                    bar.update()
-        bar.close()
-        if cfg.zip:
-            _pack_zips(root, cfg.city)
+        ids = source.synth(root, cfg)
         (root / "cdseg-synth.yaml").write_text(dump_config(cfg))
-    log.info("wrote %d generated %s scenes (%d px) to %s", len(ids), cfg.city, cfg.size, cfg.output)
+    log.info("wrote %d generated %s scenes (%d px) to %s", len(ids), cfg.dataset, cfg.size, cfg.output)
     return cfg.output

@@ -55,6 +55,9 @@ class TestConfig(Section):
     dataset: str = Field(..., description="prepared dataset folder or URI")
     output: str = Field(..., description="run folder or URI; results go to <output>/step-<k>/eval/")
     split: Literal["test", "val", "train"] = Field("test", description="which split's scenes to evaluate")
+    labels: Literal["auto", "eroded", "full"] = Field(
+        "auto", description="ground truth to score against: eroded (boundary pixels ignored, what the ISPRS benchmark "
+                            "reports), full, or auto (eroded where the dataset has them, else full)")
     scenes: list[str] = Field(default_factory=list, description="scene ids to evaluate (default: every scene of --split)")
     overwrite: bool = Field(False, description="replace an existing, different evaluation in the output folder")
     push_run: str = Field("", description="`run` grouping key of the metrics pushed to a Pushgateway (default: the "

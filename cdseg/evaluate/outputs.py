@@ -4,27 +4,30 @@ georeferenced prediction GeoTIFFs. Every writer takes a local folder (the staged
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cdseg.data import isprs
-
 IGNORE_COLOUR = (128, 128, 128)
 _FALLBACK = ((141, 211, 199), (190, 186, 218), (251, 128, 114), (128, 177, 211), (253, 180, 98), (179, 222, 105))
 
 
-def class_colours(class_names: Sequence[str]) -> list[tuple[int, int, int]]:
-    """RGB of each model output index: the ISPRS colour of its class, black for background."""
-    known = dict(zip(isprs.CLASSES, isprs.COLOURS, strict=True))
-    out = []
+def class_colours(class_names: Sequence[str], palette: Mapping[str, Sequence[int]] | None = None
+                  ) -> list[tuple[int, int, int]]:
+    """RGB of each model output index: its class's colour in `palette` (the dataset's, from its manifest), black
+    for MiB's background, a fixed fallback colour otherwise."""
+    known = dict(palette or {})
+    out: list[tuple[int, int, int]] = []
     for i, name in enumerate(class_names):
-        if name == "background":
+        if name in known:
+            r, g, b = (int(v) for v in known[name])
+            out.append((r, g, b))
+        elif name == "background":
             out.append((0, 0, 0))
         else:
-            out.append(tuple(known.get(name, _FALLBACK[i % len(_FALLBACK)])))  # type: ignore[arg-type]
+            out.append(_FALLBACK[i % len(_FALLBACK)])
     return out
 
 
@@ -111,13 +114,14 @@ def _rgb_view(image: np.ndarray, bands: Sequence[str]) -> np.ndarray:
 
 
 def preview_png(path: Path, image: np.ndarray, bands: Sequence[str], target: np.ndarray, pred: np.ndarray,
-                class_names: Sequence[str], title: str = "", max_side: int = 1024) -> None:
+                class_names: Sequence[str], title: str = "", max_side: int = 1024,
+                palette: Mapping[str, Sequence[int]] | None = None) -> None:
     """Input | ground truth | prediction side by side, with a class legend (large scenes are subsampled)."""
     plt = _pyplot()
     from matplotlib.patches import Patch
 
     step = max(1, int(np.ceil(max(pred.shape) / max_side)))
-    colours = class_colours(class_names)
+    colours = class_colours(class_names, palette)
     panels = [(_rgb_view(image, bands)[::step, ::step], "input"),
               (colourise(target[::step, ::step], colours), "ground truth (grey: ignored)"),
               (colourise(pred[::step, ::step].astype(np.uint8), colours), "prediction")]
@@ -135,7 +139,8 @@ def preview_png(path: Path, image: np.ndarray, bands: Sequence[str], target: np.
     plt.close(fig)
 
 
-def prediction_geotiff(path: Path, pred: np.ndarray, crs: Any, transform: Any, class_names: Sequence[str]) -> None:
+def prediction_geotiff(path: Path, pred: np.ndarray, crs: Any, transform: Any, class_names: Sequence[str],
+                       palette: Mapping[str, Sequence[int]] | None = None) -> None:
     """Write H x W class indices as a uint8 GeoTIFF with the scene's CRS/transform and a colour table."""
     import rasterio
 
@@ -147,7 +152,7 @@ def prediction_geotiff(path: Path, pred: np.ndarray, crs: Any, transform: Any, c
                "photometric": "palette", "nodata": 255}
     if profile["tiled"]:
         profile.update(blockxsize=256, blockysize=256)
-    colours = class_colours(class_names)
+    colours = class_colours(class_names, palette)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(pred.astype(np.uint8), 1)
         dst.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class EvalSetup:
     bands: list[str]  # the model's input bands, in order
     band_index: list[int]  # positions of `bands` in the dataset's scenes
     sha256: str | None = None
+    palette: dict[str, list[int]] = field(default_factory=dict)  # class -> display colour (the dataset's)
 
 
 def evaluate_scenes(
@@ -91,10 +92,10 @@ def evaluate_scenes(
     return cm.cpu().numpy(), total
 
 
-def _names(items: Iterable[Any]) -> list[str]:
-    from cdseg.data import isprs
-
-    return [isprs.CLASSES[i] if isinstance(i, (int, np.integer)) else str(i) for i in items]
+def _names(items: Iterable[Any], classes: list[str]) -> list[str]:
+    """Class names; an integer is a raw index into the dataset's `classes` (cards of early versions)."""
+    return [classes[int(i)] if isinstance(i, (int, np.integer)) and 0 <= int(i) < len(classes) else str(i)
+            for i in items]
 
 
 def _card(card: Any, *keys: str, default: Any = None) -> Any:
@@ -105,36 +106,44 @@ def _card(card: Any, *keys: str, default: Any = None) -> Any:
     return default
 
 
-def _task_of(card: Any) -> Any:
-    """The card's task, rebuilt from its class lists (so user task files need not travel with the checkpoint)."""
-    from cdseg.tasks import SHIPPED, Task, get_task
+def _task_of(card: Any, manifest: dict[str, Any]) -> Any:
+    """The card's task, rebuilt from its class lists (so user task files need not travel with the checkpoint),
+    over the dataset's classes (from its manifest)."""
+    from cdseg.tasks import Task, get_task
 
     name, step = _card(card, "task"), _card(card, "step")
     if name is None or step is None:
         raise CheckpointError("the checkpoint card has no task/step; use a checkpoint written by cdseg train")
+    classes = [str(c) for c in manifest.get("classes", [])]
     steps = _card(card, "classes", "class_names_per_step", "steps")
     if steps is None:
-        return get_task(str(name)), int(step)
-    steps = [_names(s) for s in steps]
+        return get_task(str(name), manifest), int(step)
+    steps = [_names(s, classes) for s in steps]
     if len(steps) != int(step) + 1:
         raise CheckpointError(f"the checkpoint card says step {step} but lists classes for {len(steps)} steps; "
                               "the checkpoint is inconsistent")
-    if name in SHIPPED and [list(s) for s in SHIPPED[name][: len(steps)]] != steps:
+    shipped = (manifest.get("tasks") or {}).get(name)
+    if shipped is not None and [list(s) for s in shipped[: len(steps)]] != steps:
         raise CheckpointError(f"the checkpoint's classes per step {steps} differ from task {name!r} "
-                              f"({SHIPPED[name][: len(steps)]}); evaluate a checkpoint of that task")
-    return Task(str(name), tuple(tuple(s) for s in steps)), int(step)
+                              f"({shipped[: len(steps)]}); evaluate a checkpoint of that task")
+    unknown = sorted({c for s in steps for c in s} - set(classes))
+    if unknown:
+        raise DataError(f"the dataset has no classes {unknown} that the checkpoint predicts (dataset classes: "
+                        f"{classes}); use a dataset prepared for this task")
+    return Task(str(name), tuple(tuple(s) for s in steps), tuple(classes), manifest.get("background"),
+                int(manifest.get("ignore_index", 255))), int(step)
 
 
 def build_setup(card: Any, manifest: dict[str, Any]) -> EvalSetup:
     """Check checkpoint against dataset (task, classes, bands) and derive the step's labels; errors exit 2."""
-    task, step = _task_of(card)
+    task, step = _task_of(card, manifest)
     class_names = list(task.class_names(step))
     card_names = _card(card, "class_names")
     if card_names is not None and list(card_names) != class_names:
         raise CheckpointError(f"the checkpoint's output classes {card_names} differ from its task's {class_names}; "
                               "the checkpoint is inconsistent")
-    dataset_classes = _names(manifest.get("classes", []))
-    missing = [c for c in class_names if c != "background" and c not in dataset_classes]
+    dataset_classes = [str(c) for c in manifest.get("classes", [])]
+    missing = [c for c in class_names[1:] if c not in dataset_classes]
     if missing:
         raise DataError(f"the dataset has no classes {missing} that the checkpoint predicts (dataset classes: "
                         f"{dataset_classes}); use a dataset prepared for this task")
@@ -147,13 +156,17 @@ def build_setup(card: Any, manifest: dict[str, Any]) -> EvalSetup:
     return EvalSetup(task=task.name, step=step, method=_card(card, "method"), class_names=class_names,
                      old=list(task.old_classes(step)), new=list(task.new_classes(step)),
                      lut=np.asarray(task.label_lut(step, "test"), dtype=np.uint8),  # any split: seen kept, future -> 0
-                     bands=bands, band_index=[data_bands.index(b) for b in bands], sha256=_card(card, "sha256"))
+                     bands=bands, band_index=[data_bands.index(b) for b in bands], sha256=_card(card, "sha256"),
+                     palette=dict(zip(dataset_classes, manifest.get("colours") or [], strict=False)))
 
 
-def fingerprint(setup: EvalSetup, dataset_id: str, split: str, scenes: Sequence[str], opts: EvalOptions) -> str:
-    """Identity of an evaluation: checkpoint weights, dataset fingerprint, scenes and the options that change numbers."""
+def fingerprint(setup: EvalSetup, dataset_id: str, split: str, scenes: Sequence[str], opts: EvalOptions,
+                labels: str = "full") -> str:
+    """Identity of an evaluation: checkpoint weights, dataset fingerprint, scenes, labels and the options that change
+    numbers."""
     blob = json.dumps({"sha256": setup.sha256, "task": setup.task, "step": setup.step, "dataset": dataset_id,
-                       "split": split, "scenes": list(scenes), "options": opts.fingerprint_fields()}, sort_keys=True)
+                       "split": split, "scenes": list(scenes), "options": opts.fingerprint_fields(),
+                       **({"labels": labels} if labels != "full" else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -214,7 +227,8 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
     model, card = load_model(cfg.checkpoint, device=str(device))
     setup = build_setup(card, manifest)
     scene_ids = _scene_ids(manifest, cfg.split, cfg.scenes)
-    fp = fingerprint(setup, _dataset_id(dataset), cfg.split, scene_ids, cfg.eval)
+    labels = label_set(cfg.labels, dataset)
+    fp = fingerprint(setup, _dataset_id(dataset), cfg.split, scene_ids, cfg.eval, labels)
     eval_uri = store.join(cfg.output, f"step-{setup.step}", "eval")
     with contextlib.ExitStack() as lease:
         busy: UserError | None = None
@@ -229,11 +243,24 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
             raise busy
         if int(flag[0]):
             raise UserError(f"rank 0 could not take the lease of {eval_uri}; see rank 0's error")
-        return _evaluate(cfg, info, device, dataset, model, setup, scene_ids, fp, eval_uri)
+        return _evaluate(cfg, info, device, dataset, model, setup, scene_ids, fp, eval_uri, labels)
+
+
+def label_set(wanted: str, dataset: Any) -> str:
+    """The labels an evaluation scores against: --labels, or (auto) eroded where the dataset has them, as the ISPRS
+    benchmark reports, else full; a set the dataset lacks is a DataError saying how to get it."""
+    have = list(getattr(dataset, "label_sets", None) or [_training_labels(dataset)])
+    if wanted == "auto":
+        return "eroded" if "eroded" in have else have[0]
+    if wanted not in have:
+        raise DataError(f"--labels {wanted}: {dataset.uri} has only {', '.join(have)} labels; prepare it from a "
+                        "release with both (ISPRS: add the noBoundary / eroded ground truth) or use --labels "
+                        f"{have[0]}")
+    return wanted
 
 
 def _evaluate(cfg: TestConfig, info: Any, device: torch.device, dataset: Any, model: nn.Module, setup: EvalSetup,
-              scene_ids: list[str], fp: str, eval_uri: str) -> dict[str, Any]:
+              scene_ids: list[str], fp: str, eval_uri: str, labels: str = "full") -> dict[str, Any]:
     """Evaluate (unless an identical evaluation is there) and write `eval_uri` (rank 0)."""
     done = _existing(eval_uri, fp, cfg.overwrite)
     if done is not None:
@@ -248,15 +275,17 @@ def _evaluate(cfg: TestConfig, info: Any, device: torch.device, dataset: Any, mo
 
     started = time.perf_counter()
     mine = ranks.shard(scene_ids, info)
-    cm, stats = evaluate_scenes(model, (dataset.read_scene(s) for s in mine), setup, cfg.eval, device, keep)
+    read_as = None if labels == _training_labels(dataset) else labels  # None: the `label` files training used
+    cm, stats = evaluate_scenes(model, (dataset.read_scene(s, read_as) for s in mine), setup, cfg.eval, device, keep)
     cm = ranks.all_reduce_sum(torch.as_tensor(cm, dtype=torch.int64, device=device), info).cpu().numpy()
     work = ranks.all_reduce_sum(torch.tensor([stats.pixels_pushed, stats.scene_pixels, stats.windows],
                                              dtype=torch.int64, device=device), info).tolist()
     seconds = time.perf_counter() - started
     metrics = _metrics(cfg, setup, scene_ids, cm, fp, work, seconds, info.world_size)
+    metrics["dataset"]["labels"] = labels
     preds = ranks.share_arrays(scene_ids, kept, info)
     if info.is_main:
-        _write(cfg, eval_uri, metrics, preds, dataset, setup, preview_ids)
+        _write(cfg, eval_uri, metrics, preds, dataset, setup, preview_ids, read_as)
         _push(cfg, metrics)
     ranks.barrier(info)
     return metrics
@@ -285,8 +314,13 @@ def _metrics(cfg: TestConfig, setup: EvalSetup, scene_ids: list[str], cm: np.nda
     }
 
 
+def _training_labels(dataset: Any) -> str:
+    """The label set a prepared dataset's `label` files are (what training used)."""
+    return "full" if dataset.manifest.get("boundary", True) else "eroded"
+
+
 def _write(cfg: TestConfig, eval_uri: str, metrics: dict[str, Any], preds: dict[str, np.ndarray], dataset: Any,
-           setup: EvalSetup, preview_ids: Sequence[str]) -> None:
+           setup: EvalSetup, preview_ids: Sequence[str], read_as: str | None = None) -> None:
     from cdseg.config import dump_config
 
     with store.staged_dir(eval_uri, replace=cfg.overwrite) as tmp:
@@ -307,12 +341,13 @@ def _write(cfg: TestConfig, eval_uri: str, metrics: dict[str, Any], preds: dict[
             if cfg.eval.geotiff:
                 crs, transform = dataset.georeference(scene_id)  # the header only: no second read of the pixels
                 outputs.prediction_geotiff(tmp / "predictions" / f"{scene_id}.tif", pred, crs, transform,
-                                           setup.class_names)
+                                           setup.class_names, setup.palette)
             if scene_id in preview_ids:
-                scene = dataset.read_scene(scene_id)  # rank 0 re-reads the previewed inputs: only predictions travel
+                scene = dataset.read_scene(scene_id, read_as)  # rank 0 re-reads the previewed inputs: only predictions travel
                 target = setup.lut[np.asarray(scene.label)]
                 outputs.preview_png(tmp / "previews" / f"{scene_id}.png", np.asarray(scene.image)[setup.band_index],
-                                    setup.bands, target, pred, setup.class_names, f"scene {scene_id}, step {setup.step}")
+                                    setup.bands, target, pred, setup.class_names, f"scene {scene_id}, step {setup.step}",
+                                    palette=setup.palette)
     log.info("step %d: mIoU old %s new %s all %s -> %s", setup.step,
              *(_pct(metrics["mean"][g]["miou"]) for g in ("old", "new", "all")), eval_uri)
 

@@ -43,9 +43,10 @@ def cells(cfg: ExperimentConfig) -> list[Cell]:
 
 def num_steps(cfg: ExperimentConfig, task: str) -> int:
     """Steps run for `task`: all of them, or --steps."""
+    from cdseg.data.prepared import read_manifest
     from cdseg.tasks.task import get_task
 
-    total = get_task(task).num_steps
+    total = get_task(task, read_manifest(cfg.dataset)).num_steps
     return min(total, cfg.steps) if cfg.steps else total
 
 

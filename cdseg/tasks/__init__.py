@@ -1,5 +1,8 @@
-"""Incremental tasks: steps of classes, heads, label mapping per split, and per-step patch selection."""
+"""Incremental tasks: steps of classes, heads, label mapping per split, and per-step patch selection.
 
-from cdseg.tasks.task import SHIPPED, SPLITS, Task, get_task, load_task_file
+Tasks never import `cdseg.data`: classes and shipped tasks come from the prepared dataset's manifest.
+"""
 
-__all__ = ["SHIPPED", "SPLITS", "Task", "get_task", "load_task_file"]
+from cdseg.tasks.task import SPLITS, Task, get_task, load_task_file, task_names
+
+__all__ = ["SPLITS", "Task", "get_task", "load_task_file", "task_names"]

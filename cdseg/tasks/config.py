@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from cdseg.config import Section
 
@@ -12,8 +13,9 @@ from cdseg.config import Section
 class TaskConfig(Section):
     """The incremental task, the step, and how training patches are chosen for the step."""
 
-    name: str = Field("offline", description="shipped task (offline, 6s, 222a, 321) or the path of a task YAML file "
-                                             "(steps as lists of class names)")
+    name: str = Field("offline", description="a task of the prepared dataset (its manifest lists them, e.g. "
+                                             "offline, 6s, 222a, 321 for ISPRS; docs/data.md) or the path of a task "
+                                             "YAML file (steps as lists of class names)")
     step: int = Field(0, description="incremental step, 0-based")
     filter_mode: Literal["overlap", "disjoint", "split"] = Field(
         "overlap", description="training patches of a step: overlap (contains a new class), disjoint (a new class "
@@ -27,20 +29,10 @@ class TaskConfig(Section):
             raise ValueError(f"step={v} must be >= 0")
         return v
 
-    @model_validator(mode="after")
-    def _known(self) -> TaskConfig:
-        from cdseg.tasks.task import SHIPPED, get_task
-
-        if self.name in SHIPPED or self.name.endswith((".yaml", ".yml")):
-            task = get_task(self.name)
-            if self.step >= task.num_steps:
-                raise ValueError(f"step={self.step} is out of range for task {self.name!r}: "
-                                 f"steps are 0..{task.num_steps - 1}")
-            return self
-        raise ValueError(f"unknown task {self.name!r}; use one of {', '.join(SHIPPED)} or a .yaml task file")
-
-    def task(self):  # -> Task (kept untyped here to avoid importing numpy at config import)
-        """The resolved `Task`."""
+    def task(self, dataset: Mapping[str, Any]):  # -> Task (kept untyped here to avoid importing numpy at config import)
+        """The resolved `Task` of `dataset` (a prepared dataset's manifest), its step checked."""
         from cdseg.tasks.task import get_task
 
-        return get_task(self.name)
+        task = get_task(self.name, dataset)
+        task.check_step(self.step)
+        return task

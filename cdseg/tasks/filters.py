@@ -11,7 +11,6 @@ from typing import Literal
 
 import numpy as np
 
-from cdseg.data.isprs import CLASSES
 from cdseg.errors import ConfigError, DataError
 from cdseg.tasks.task import Task
 
@@ -21,13 +20,16 @@ _CACHE: dict[tuple, np.ndarray] = {}
 _CACHE_MAX = 256
 
 
-def split_partition(hist: np.ndarray, seed: int) -> np.ndarray:
+def split_partition(hist: np.ndarray, seed: int, classes: list[int] | None = None) -> np.ndarray:
     """Assign each patch to one raw class: visit patches in a seeded random order, give each to the class
-    it contains (ignore excluded) with the fewest patches so far, ties to the lowest index. -1 = no class."""
+    it contains (ignore excluded; only `classes`, default every column but the last) with the fewest
+    patches so far, ties to the lowest index. -1 = no class."""
     n = hist.shape[0]
     order = np.random.default_rng(seed).permutation(n)
-    present = hist[:, : len(CLASSES)] > 0
-    counts = np.zeros(len(CLASSES), np.int64)
+    present = hist[:, :-1] > 0
+    if classes is not None:  # a real background class takes no part in the partition (as in the original)
+        present = present & np.isin(np.arange(present.shape[1]), classes)
+    counts = np.zeros(present.shape[1], np.int64)
     assigned = np.full(n, -1, np.int64)
     for i in order:
         labels = np.flatnonzero(present[i])
@@ -43,14 +45,17 @@ def select(hist: np.ndarray, task: Task, step: int, mode: str, seed: int) -> np.
     if mode not in FILTER_MODES:
         raise ConfigError(f"--task.filter-mode {mode!r} is not one of {', '.join(FILTER_MODES)}")
     new = task.raw_indices(task.new_classes(step))
-    present = hist[:, : len(CLASSES)] > 0
+    if hist.shape[1] != len(task.classes) + 1:
+        raise DataError(f"patch histograms have {hist.shape[1]} columns, task {task.name!r} has "
+                        f"{len(task.classes)} classes (+ ignore); use a dataset prepared with these classes")
+    present = hist[:, :-1] > 0
     if mode == "split":
-        assigned = split_partition(hist, seed)
+        assigned = split_partition(hist, seed, task.learnable_indices())
         return np.flatnonzero(np.isin(assigned, new))
     has_new = present[:, new].any(axis=1)
     if mode == "overlap":
         return np.flatnonzero(has_new)
-    future = [i for i in range(len(CLASSES)) if i not in task.raw_indices(task.seen_classes(step))]
+    future = task.raw_indices(task.future_classes(step))
     return np.flatnonzero(has_new & ~present[:, future].any(axis=1))
 
 

@@ -128,13 +128,13 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     if not t.cd_single_forward and info.distributed:
         raise ConfigError("--trainer.cd-single-forward false needs a single process (two forwards of a DDP model per "
                           "backward are not allowed); keep it true under torchrun")
-    task = cfg.task.task()
     step = cfg.task.step
     out = StepOutput(cfg.output, step)
     final_uri = out.uri_of("model")
     uses_teacher = step > 0 and TrainConfig.uses_previous_checkpoint(cfg.method)
 
     prepared = PreparedDataset.open(cfg.data.dataset)
+    task = cfg.task.task(prepared.manifest)  # classes and tasks come from the prepared dataset
     prepared.check(full=cfg.data.verify)  # a damaged file is one line naming it, never training on bad pixels
     bands = select_bands(cfg, prepared.bands)
     train_ds, val_ds = build_datasets(cfg, task, prepared, bands)

@@ -15,6 +15,8 @@ def evaluate(
     confusion: Output[ClassificationMetrics],
     per_class: Output[Markdown],
     samples: Output[HTML],
+    history: Output[Artifact],
+    earlier: Input[Artifact] | None = None,
     options: dict = {},  # noqa: B006 (KFP needs a literal default)
     method: str = "",
     run_id: str = "",
@@ -29,6 +31,9 @@ def evaluate(
         confusion: the confusion matrix with class names (rows: true class).
         per_class: the per-class table (IoU, F1, precision, recall).
         samples: prediction previews (input | ground truth | prediction) and the confusion-matrix image.
+        history: the metrics of every step so far (`step_<k>/metrics.json`): `earlier`'s and this step's, for
+            the report (so a task may have any number of steps).
+        earlier: the previous step's `history` (none at step 0).
         options: other `cdseg test` options as dotted keys, e.g. `{"eval.window": 256, "eval.tta": true}`.
         method: the run's method, which labels the metrics; a checkpoint trained by another method (a step-0
             model shared between methods that train step 0 identically) keeps its own in `checkpoint_method`.
@@ -64,6 +69,7 @@ def evaluate(
         render.relabel(result, method, results.path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    render.extend_history(earlier.path if earlier is not None else None, results.path, history.path, result)
     render.fill(result, results.path, metrics=metrics, confusion=confusion, per_class=per_class, samples=samples)
     results.metadata.update(render.summary(result))
     return float(render.percent(result["mean"]["all"]["miou"]))

@@ -131,3 +131,19 @@ def fill(result: dict[str, Any], eval_dir: str, *, metrics: Any, confusion: Any,
         confusion.log_confusion_matrix(names, matrix)
     Path(per_class.path).write_text(markdown(result, eval_dir))
     Path(samples.path).write_text(previews_html(result, eval_dir))
+
+
+def extend_history(earlier: str | None, eval_dir: str, history: str, result: dict[str, Any]) -> None:
+    """`history` = `earlier`'s step folders plus this step's metrics.json as `step_<k>/` (k = the evaluated step)."""
+    import shutil
+
+    out = Path(history)
+    out.mkdir(parents=True, exist_ok=True)
+    if earlier is not None:
+        for step in sorted(Path(earlier).glob("step_*")):
+            if (step / "metrics.json").is_file():
+                (out / step.name).mkdir(exist_ok=True)
+                shutil.copyfile(step / "metrics.json", out / step.name / "metrics.json")
+    mine = out / f"step_{int(result['step'])}"
+    mine.mkdir(exist_ok=True)
+    shutil.copyfile(Path(eval_dir) / "metrics.json", mine / "metrics.json")

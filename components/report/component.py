@@ -11,12 +11,7 @@ def report(
     report_dir: Output[Artifact],
     report_html: Output[HTML],
     summary: Output[Markdown],
-    step_0: Input[Artifact] | None = None,
-    step_1: Input[Artifact] | None = None,
-    step_2: Input[Artifact] | None = None,
-    step_3: Input[Artifact] | None = None,
-    step_4: Input[Artifact] | None = None,
-    step_5: Input[Artifact] | None = None,
+    history: Input[Artifact],
     run_id: str = "",
     keep_pushed_metrics: bool = False,
 ) -> str:
@@ -26,8 +21,8 @@ def report(
         report_dir: the report folder (report.md, report.html, plots, the metrics it was built from).
         report_html: the report as one self-contained HTML page (plots inlined).
         summary: the report's Markdown.
-        step_0 .. step_5: the evaluate component's `results` of each step (KFP has no list-of-artifacts input
-            outside ParallelFor, and no ISPRS task has more than 6 steps).
+        history: the last evaluate task's `history`: every step's metrics (KFP has no list-of-artifacts input
+            outside ParallelFor, so each evaluate task adds its step to the previous one's history).
         run_id: the pipeline run's id; the groups its evaluate steps pushed to the Pushgateway are deleted
             once the report is written (a Pushgateway never forgets on its own).
         keep_pushed_metrics: keep those groups instead (e.g. to compare runs on a dashboard later).
@@ -45,10 +40,10 @@ def report(
     from components.report import render
 
     setup_logging()
-    inputs = [a for a in (step_0, step_1, step_2, step_3, step_4, step_5) if a is not None]
-    if not inputs:
-        raise ConfigError("report: no evaluation results; connect the evaluate tasks' results to step_0, step_1, ...")
-    metrics_list = [json.loads((Path(a.path) / "metrics.json").read_text()) for a in inputs]
+    steps = render.history_steps(history.path)
+    if not steps:
+        raise ConfigError("report: no evaluation results; connect the last evaluate task's history")
+    metrics_list = [json.loads((step / "metrics.json").read_text()) for step in steps]
     with tempfile.TemporaryDirectory(prefix="cdseg-report-") as tmp:
         out = Path(tmp) / "report"
         build_report(metrics_list, str(out))

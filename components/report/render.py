@@ -54,3 +54,9 @@ def step_table(metrics_list: list[dict[str, Any]]) -> str:
         cells = [_pct(mean.get(g, {}).get("miou")) if mean.get(g, {}).get("classes") else "-" for g in ("old", "new", "all")]
         lines.append(f"| {m.get('method') or '-'} | {m.get('step')} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def history_steps(history: str) -> list[Path]:
+    """The `step_<k>` folders of an evaluate history, in step order."""
+    steps = [p for p in Path(history).glob("step_*") if (p / "metrics.json").is_file()]
+    return sorted(steps, key=lambda p: int(p.name.removeprefix("step_")))

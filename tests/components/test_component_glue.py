@@ -119,3 +119,21 @@ def test_step_k_config_takes_the_previous_checkpoint_unless_joint(method: str, p
     # joint trains step 1 from scratch: the pipeline's edge from step 0 must not become --prev-checkpoint,
     # which joint refuses (the crash of `cdseg demo --compare ...,joint`)
     assert cfg.prev_checkpoint == ("/work/step-0/model" if passed else None)
+
+
+def test_history_grows_one_step_per_evaluation(tmp_path) -> None:
+    """Each evaluate task adds its step to the previous history: the report takes any number of steps."""
+    import json
+
+    from components.evaluate import render as eval_render
+
+    earlier = None
+    for step in range(12):
+        results, history = tmp_path / f"results{step}", tmp_path / f"history{step}"
+        results.mkdir()
+        (results / "metrics.json").write_text(json.dumps(metrics_json(step)))
+        eval_render.extend_history(earlier, str(results), str(history), {"step": step})
+        earlier = str(history)
+    steps = report_render.history_steps(earlier)
+    assert [p.name for p in steps] == [f"step_{k}" for k in range(12)]  # numeric order: step_10 after step_9
+    assert [json.loads((p / "metrics.json").read_text())["step"] for p in steps] == list(range(12))

@@ -125,7 +125,7 @@ def test_zip_slip(release, tmp_path, capsys):
 def test_no_release_files(tmp_path, capsys):
     (tmp_path / "rel").mkdir()
     err = prepare(tmp_path / "rel", tmp_path, capsys)
-    assert "no ISPRS scene" in err
+    assert "found no file of a known release" in err and "--dataset-def" in err
 
 
 def test_bad_option_value(release, tmp_path, capsys):
@@ -139,7 +139,7 @@ def test_older_or_other_format(prepared_dataset: Path, tmp_path: Path):
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["format_version"] = 0
     (old / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match="format version 0, this cdseg reads version 1; run cdseg prepare again"):
+    with pytest.raises(DataError, match="format version 0, this cdseg reads version 2; run cdseg prepare again"):
         PreparedDataset.open(old)
     (old / "manifest.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(DataError, match="not a cdseg prepared dataset"):
@@ -165,25 +165,28 @@ def test_older_format_output_is_not_silently_reused(prepared_dataset, synth_rele
     (["--task.name", "7s"], "unknown task '7s'"),
     (["--task.name", "6s", "--task.step", "6"], "out of range"),
 ])
-def test_unknown_task_or_step_through_cli(args, match, capsys):
-    assert main(["train", *args]) == 2
+def test_unknown_task_or_step_through_cli(args, match, capsys, prepared_dataset):
+    # tasks are the prepared dataset's: the name and step are checked against its manifest
+    assert main(["train", "--data.dataset", str(prepared_dataset), "--output", "unused", *args]) == 2
     assert match in capsys.readouterr().err
 
 
 def test_unknown_task_step_and_class_in_dataset(prepared_dataset, tmp_path):
     from cdseg.data.dataset import IncrementalDataset
     from cdseg.errors import UserError
+    from cdseg.tasks import get_task
 
-    with pytest.raises(UserError, match="unknown task '7s'"):
-        IncrementalDataset(prepared_dataset, "7s", 0, "train")
+    ds = PreparedDataset.open(str(prepared_dataset))
+    with pytest.raises(UserError, match="unknown task '7s'; use one of the tasks of dataset 'potsdam': offline"):
+        get_task("7s", ds.manifest)
     with pytest.raises(UserError, match=r"step 3 is out of range for task '222a', which has steps 0\.\.2"):
-        IncrementalDataset(prepared_dataset, "222a", 3, "train")
+        IncrementalDataset(ds, get_task("222a", ds.manifest), 3, "train")
     with pytest.raises(UserError, match="band.s. NIR are not in"):
-        IncrementalDataset(prepared_dataset, "222a", 0, "train", bands=["R", "NIR"])
+        IncrementalDataset(ds, get_task("222a", ds.manifest), 0, "train", bands=["R", "NIR"])
     bad = tmp_path / "t.yaml"
     bad.write_text("steps: [[roads]]")
     with pytest.raises(UserError, match="unknown class 'roads'; valid names are"):
-        IncrementalDataset(prepared_dataset, str(bad), 0, "train")
+        get_task(str(bad), ds.manifest)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -10,13 +10,25 @@ import torch
 from torchvision import tv_tensors
 
 from cdseg.data.dataset import IncrementalDataset
+from cdseg.data.isprs import POTSDAM
 from cdseg.data.prepared import PreparedDataset
 from cdseg.data.transforms import RandomRotate90, eval_transform, train_transform
-from cdseg.tasks import get_task
+from cdseg.tasks import Task
+from cdseg.tasks import get_task as task_of
+
+
+def get_task(name: str) -> Task:
+    return task_of(name, POTSDAM.manifest_fields())
+
+
+def make(prepared: PreparedDataset | str | Path, task: str, *args, **kwargs) -> IncrementalDataset:
+    """The dataset of a task named in the prepared dataset's manifest (as the trainer builds it)."""
+    data = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset.open(str(prepared))
+    return IncrementalDataset(data, task_of(task, data.manifest), *args, **kwargs)
 
 
 def test_contract(prepared_dataset):
-    ds = IncrementalDataset(str(prepared_dataset), "222a", 1, "train", "overlap")
+    ds = make(str(prepared_dataset), "222a", 1, "train", "overlap")
     item = ds[0]
     img, mask = item["image"], item["mask"]
     assert img.dtype == torch.float32 and img.shape == (4, 128, 128) and img.min() >= 0.0 and img.max() <= 1.0
@@ -31,7 +43,7 @@ def test_contract(prepared_dataset):
 def test_targets_follow_the_lut(prepared_dataset):
     prepared = PreparedDataset.open(prepared_dataset)
     for split in ("train", "val", "test"):
-        ds = IncrementalDataset(prepared, "321", 1, split)
+        ds = make(prepared, "321", 1, split)
         item = ds[len(ds) - 1]
         rec = ds.records[len(ds) - 1]
         _, raw = prepared.read_patch(rec)
@@ -41,8 +53,8 @@ def test_targets_follow_the_lut(prepared_dataset):
 
 def test_val_and_test_use_every_patch_and_score_old_classes(prepared_dataset):
     prepared = PreparedDataset.open(prepared_dataset)
-    val = IncrementalDataset(prepared, "6s", 2, "val")
-    test = IncrementalDataset(prepared, "6s", 2, "test")
+    val = make(prepared, "6s", 2, "val")
+    test = make(prepared, "6s", 2, "test")
     assert len(val) == len(prepared.patches("val")) and len(test) == len(prepared.patches("test"))
     pixels = val.class_pixels()
     assert pixels.shape == (4,) and (pixels[1:] > 0).all()  # building, tree (old) and impervious (new) all scored
@@ -51,18 +63,18 @@ def test_val_and_test_use_every_patch_and_score_old_classes(prepared_dataset):
 def test_train_selection_modes(prepared_dataset):
     prepared = PreparedDataset.open(prepared_dataset)
     n = len(prepared.patches("train"))
-    overlap = IncrementalDataset(prepared, "222a", 2, "train", "overlap")
-    split = [IncrementalDataset(prepared, "222a", s, "train", "split", seed=1) for s in range(3)]
+    overlap = make(prepared, "222a", 2, "train", "overlap")
+    split = [make(prepared, "222a", s, "train", "split", seed=1) for s in range(3)]
     assert len(overlap) <= n
     idx = [{r.id for r in d.records} for d in split]
     assert not (idx[0] & idx[1]) and not (idx[1] & idx[2]) and sum(map(len, idx)) == n
-    again = IncrementalDataset(prepared, "222a", 1, "train", "split", seed=1)
+    again = make(prepared, "222a", 1, "train", "split", seed=1)
     assert [r.id for r in again.records] == [r.id for r in split[1].records]
 
 
 def test_band_subset(prepared_dataset):
-    ds = IncrementalDataset(prepared_dataset, "offline", 0, "test", bands=["IR", "R"])
-    full = IncrementalDataset(prepared_dataset, "offline", 0, "test")
+    ds = make(prepared_dataset, "offline", 0, "test", bands=["IR", "R"])
+    full = make(prepared_dataset, "offline", 0, "test")
     assert ds.bands == ["IR", "R"]
     torch.testing.assert_close(ds[0]["image"], full[0]["image"][[3, 0]])
 
@@ -92,7 +104,7 @@ def test_rotate90_is_exact():
 
 
 def test_augmented_loader_batches(prepared_dataset):
-    ds = IncrementalDataset(prepared_dataset, "offline", 0, "train", transform=train_transform(64))
+    ds = make(prepared_dataset, "offline", 0, "train", transform=train_transform(64))
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=0)))
     assert batch["image"].shape == (4, 4, 64, 64) and batch["mask"].shape == (4, 64, 64)
     assert eval_transform()(ds[0]["image"]).shape == (4, 64, 64)
@@ -100,7 +112,7 @@ def test_augmented_loader_batches(prepared_dataset):
 
 def test_bad_split(prepared_dataset):
     with pytest.raises(Exception, match="split 'training' is not one of train, val, test"):
-        IncrementalDataset(prepared_dataset, "offline", 0, "training")
+        make(prepared_dataset, "offline", 0, "training")
 
 
 def test_reading_bounds_the_gdal_block_cache(prepared_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:

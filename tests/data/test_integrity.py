@@ -31,17 +31,17 @@ def test_prepare_records_stamps_so_opening_hashes_nothing(prepared_dataset: Path
     stamps = json.loads((prepared_dataset / integrity.STAMPS).read_text())
     manifest = json.loads((prepared_dataset / "manifest.json").read_text())
     assert sorted(stamps) == sorted(manifest["checksums"])
-    assert PreparedDataset.open(prepared_dataset).check() == (12, 0)
-    assert PreparedDataset.open(prepared_dataset).check(full=True) == (12, 12)
+    assert PreparedDataset.open(prepared_dataset).check() == (18, 0)
+    assert PreparedDataset.open(prepared_dataset).check(full=True) == (18, 18)
 
 
 def test_a_copy_is_hashed_once_then_trusted_by_its_stamps(prepared_dataset: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch):
     copy = tmp_path / "copy"
     shutil.copytree(prepared_dataset, copy)  # new inodes: every stamp differs
-    assert PreparedDataset.open(copy).check() == (12, 12)
+    assert PreparedDataset.open(copy).check() == (18, 18)
     monkeypatch.setattr(integrity, "_checked", set())
-    assert PreparedDataset.open(copy).check() == (12, 0)
+    assert PreparedDataset.open(copy).check() == (18, 0)
 
 
 def test_a_tile_overwritten_in_place_is_found(prepared_dataset: Path, tmp_path: Path):
@@ -50,11 +50,11 @@ def test_a_tile_overwritten_in_place_is_found(prepared_dataset: Path, tmp_path: 
     PreparedDataset.open(copy).check()
     integrity._checked.clear()
     overwrite_4k(copy / "images/2_13.tif")
-    with pytest.raises(DataError, match=r"copy is damaged: images/2_13.tif \(sha256 differs\) of 12 files; run cdseg "
+    with pytest.raises(DataError, match=r"copy is damaged: images/2_13.tif \(sha256 differs\) of 18 files; run cdseg "
                                         r"prepare again with --overwrite"):
         PreparedDataset.open(copy).check()
     (copy / "labels/3_10.tif").unlink()
-    with pytest.raises(DataError, match=r"labels/3_10.tif \(missing\) and 1 more of 12 files"):
+    with pytest.raises(DataError, match=r"labels/3_10.tif \(missing\) and 1 more of 18 files"):
         PreparedDataset.open(copy).check()
 
 
@@ -71,11 +71,11 @@ def test_stamps_of_a_read_only_dataset_go_to_the_user_cache(prepared_dataset: Pa
 
     monkeypatch.setattr(integrity, "write_text_atomic", read_only)
     before = (copy / integrity.STAMPS).read_bytes()
-    assert PreparedDataset.open(copy).check() == (12, 12)
+    assert PreparedDataset.open(copy).check() == (18, 18)
     assert (copy / integrity.STAMPS).read_bytes() == before
     assert list((tmp_path / "cache" / "verified").glob("*.json"))
     integrity._checked.clear()
-    assert PreparedDataset.open(copy).check() == (12, 0)
+    assert PreparedDataset.open(copy).check() == (18, 0)
 
 
 def test_a_prepare_rerun_notices_a_truncated_tile(prepared_dataset: Path, synth_release: Path, tmp_path: Path,
@@ -103,6 +103,6 @@ def test_stale_stamps_in_the_cache_do_not_force_rehashing(prepared_dataset: Path
     fallback.parent.mkdir(parents=True)
     fallback.write_text(json.dumps({rel: ["old", 0, 0, 0, 0] for rel in json.loads((copy / "manifest.json").read_text())
                                     ["checksums"]}))  # left from when the folder was read-only
-    assert PreparedDataset.open(copy).check() == (12, 12)  # the copy: hashed once, stamps beside it
+    assert PreparedDataset.open(copy).check() == (18, 18)  # the copy: hashed once, stamps beside it
     monkeypatch.setattr(integrity, "_checked", set())
-    assert PreparedDataset.open(copy).check() == (12, 0)
+    assert PreparedDataset.open(copy).check() == (18, 0)

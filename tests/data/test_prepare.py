@@ -54,7 +54,9 @@ def test_checksums_match(prepared_dataset: Path):
     import hashlib
 
     m = json.loads((prepared_dataset / "manifest.json").read_text())
-    assert len(m["checksums"]) == 12
+    assert len(m["checksums"]) == 18  # 6 scenes: image, full label and eroded label (the release has both)
+    assert m["label_sets"] == ["eroded", "full"] and m["scenes"]["2_13"]["labels"] == {
+        "full": "labels/2_13.tif", "eroded": "labels_eroded/2_13.tif"}
     for rel, digest in m["checksums"].items():
         assert hashlib.sha256((prepared_dataset / rel).read_bytes()).hexdigest() == digest
 
@@ -212,7 +214,7 @@ def test_rerun_notices_a_damaged_dataset(prepared_dataset: Path, synth_release: 
     args = ["prepare", "--input", str(synth_release), "--output", str(out), "--patch-size", "128", "--overlap", "0",
             "--val-count", "1"]
     assert main([*args, "--verify"]) == 0  # intact: every file hashed, nothing written
-    assert PreparedDataset.open(out).verify() == 12
+    assert PreparedDataset.open(out).verify() == 18
 
     image = out / "images/2_13.tif"
     damaged = bytearray(image.read_bytes())
@@ -225,14 +227,14 @@ def test_rerun_notices_a_damaged_dataset(prepared_dataset: Path, synth_release: 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "images/2_13.tif (sha256 differs)" in err[0] and "--overwrite" in err[0]
     assert image.read_bytes() == bytes(damaged) and (out / "manifest.json").read_bytes() == manifest_before
-    with pytest.raises(DataError, match=r"images/2_13.tif \(sha256 differs\) of 12 files"):
+    with pytest.raises(DataError, match=r"images/2_13.tif \(sha256 differs\) of 18 files"):
         PreparedDataset.open(out).verify()
 
     (out / "labels/3_10.tif").unlink()
     assert main(args) == 2
     assert "labels/3_10.tif (missing)" in capsys.readouterr().err
     assert main([*args, "--verify", "--overwrite"]) == 0  # prepared again, whole
-    assert PreparedDataset.open(out).verify() == 12
+    assert PreparedDataset.open(out).verify() == 18
     assert json.loads((out / "manifest.json").read_text())["checksums"] == json.loads(manifest_before)["checksums"]
 
 
@@ -249,4 +251,4 @@ def test_compressed_output_holds_the_same_pixels(prepared_dataset: Path, synth_r
         np.testing.assert_array_equal(a.label, b.label)
     with rasterio.open(Path(out) / "images/2_13.tif") as src:
         assert src.compression.name.lower() == compress and src.block_shapes[0] == (128, 128)
-    assert packed.verify() == 12
+    assert packed.verify() == 18

@@ -30,11 +30,12 @@ def _worker(rank: int, port: int, argv: list[str], results: dict[int, int]) -> N
 
 
 def _checkpoint(tmp_path: Path) -> str:
+    from cdseg.data.isprs import POTSDAM
     from cdseg.models import ModelConfig, build_segmenter
     from cdseg.models.io import save_model
     from cdseg.tasks import get_task
 
-    task = get_task("6s")
+    task = get_task("6s", POTSDAM.manifest_fields())
     torch.manual_seed(0)
     model = build_segmenter(ModelConfig(encoder="resnet18", pretrained=False, norm="bn", decoder_channels=[32, 16, 16, 16]),
                             task.heads(1), ["R", "G", "B", "IR"])

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipelines import SHIPPED_TASKS
-from pipelines.compile import COMPILED_DIR, compile_task, pipeline_structure, structure_diff
+from pipelines.compile import COMPILED_DIR, compile_task, compiled_name, pipeline_structure, structure_diff
 
 
 def assert_same_pipeline(stored: Path, fresh: Path) -> None:
@@ -24,16 +24,16 @@ def assert_same_pipeline(stored: Path, fresh: Path) -> None:
                       "run: cdseg pipeline compile --all\n" + "\n".join(diff))
 
 
-@pytest.mark.parametrize("task", SHIPPED_TASKS)
-def test_checked_in_yaml_is_fresh(tmp_path: Path, task: str) -> None:
-    fresh = compile_task(task, tmp_path)
+@pytest.mark.parametrize(("dataset", "task"), SHIPPED_TASKS)
+def test_checked_in_yaml_is_fresh(tmp_path: Path, dataset: str, task: str) -> None:
+    fresh = compile_task(task, tmp_path, dataset=dataset)
     stored = COMPILED_DIR / fresh.name
     assert stored.is_file(), f"{stored} is missing; run: cdseg pipeline compile --all"
     assert_same_pipeline(stored, fresh)
 
 
 def test_compiled_dir_holds_only_shipped_tasks() -> None:
-    assert sorted(p.name for p in COMPILED_DIR.glob("*.yaml")) == sorted(f"{t}.yaml" for t in SHIPPED_TASKS)
+    assert sorted(p.name for p in COMPILED_DIR.glob("*.yaml")) == sorted(compiled_name(t, d) for d, t in SHIPPED_TASKS)
 
 
 def test_another_sdk_version_is_the_same_pipeline(tmp_path: Path) -> None:
@@ -71,10 +71,10 @@ def test_a_real_change_of_the_pipeline_is_caught(tmp_path: Path, mutate: str) ->
         assert_same_pipeline(stored, changed)
 
 
-@pytest.mark.parametrize("task", SHIPPED_TASKS)
-def test_every_pipeline_parameter_has_a_description(task: str) -> None:
+@pytest.mark.parametrize(("dataset", "task"), SHIPPED_TASKS)
+def test_every_pipeline_parameter_has_a_description(dataset: str, task: str) -> None:
     # the KFP UI's run form shows these next to each field
-    spec = next(yaml.safe_load_all((COMPILED_DIR / f"{task}.yaml").read_text()))
+    spec = next(yaml.safe_load_all((COMPILED_DIR / compiled_name(task, dataset)).read_text()))
     params = spec["root"]["inputDefinitions"]["parameters"]
     missing = sorted(name for name, p in params.items() if len(p.get("description", "").strip()) < 10)
-    assert not missing, f"pipeline parameters without a description in {task}.yaml: {missing}"
+    assert not missing, f"pipeline parameters without a description in {compiled_name(task, dataset)}: {missing}"

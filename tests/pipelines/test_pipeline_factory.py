@@ -1,6 +1,6 @@
 """The compiled pipeline's structure: the chain of steps, the previous-model edges, the parameters.
 
-Compiled in memory for each shipped task (step counts from cdseg.tasks), plus the step-0 import variant
+Compiled in memory for each shipped task (step counts from the dataset definitions), plus the step-0 import variant
 and the compile-time options (retries, accelerator, PVC). Runtime behaviour is in test_pipeline_local.py.
 """
 
@@ -13,16 +13,24 @@ from typing import Any
 import pytest
 import yaml
 
+from cdseg.data.source import DATASETS, definition_fields
 from cdseg.tasks import get_task
+from pipelines import SHIPPED_TASKS
+
+#: the checked-in ISPRS tasks, and for every other dataset its first task of several steps
+CASES = [*SHIPPED_TASKS, *((d, next(t for t, s in definition_fields(d)["tasks"].items() if len(s) > 1))
+                           for d in DATASETS if d not in ("potsdam", "vaihingen"))]
 
 
-def compile_docs(tmp_path: Path, task: str, **build: Any) -> list[dict[str, Any]]:
+def compile_docs(tmp_path: Path, task: str, dataset: str = "potsdam", num_steps: int | None = None,
+                 **build: Any) -> list[dict[str, Any]]:
     from kfp import compiler
 
     from pipelines import BuildOptions, make_pipeline
 
-    path = tmp_path / f"{task}.yaml"
-    compiler.Compiler().compile(make_pipeline(task, options=BuildOptions(**build)), str(path))
+    path = tmp_path / f"{dataset}-{task}.yaml"
+    compiler.Compiler().compile(make_pipeline(task, options=BuildOptions(**build), dataset=dataset,
+                                              num_steps=num_steps), str(path))
     return list(yaml.safe_load_all(path.read_text()))
 
 
@@ -48,10 +56,10 @@ def producer(task: dict[str, Any], artifact: str) -> tuple[str, str]:
     return ref["producerTask"], ref["outputArtifactKey"]
 
 
-@pytest.mark.parametrize("task_name", ["offline", "222a", "321", "6s"])
-def test_chain_of_steps(tmp_path: Path, task_name: str) -> None:
-    spec = compile_docs(tmp_path, task_name)[0]
-    n = get_task(task_name).num_steps
+@pytest.mark.parametrize(("dataset", "task_name"), CASES)
+def test_chain_of_steps(tmp_path: Path, dataset: str, task_name: str) -> None:
+    spec = compile_docs(tmp_path, task_name, dataset)[0]
+    n = get_task(task_name, definition_fields(dataset)).num_steps
     trains, evals = tasks_by_step(spec, "train-step"), tasks_by_step(spec, "evaluate")
     assert sorted(trains) == list(range(n)) and sorted(evals) == list(range(n))
     for k in range(n):
@@ -65,8 +73,12 @@ def test_chain_of_steps(tmp_path: Path, task_name: str) -> None:
         ev = evals[k][1]
         assert producer(ev, "model") == (name, "model")
         assert producer(ev, "data") == ("prepare", "dataset")
+        if k:  # each evaluation adds its step to the previous one's history
+            assert producer(ev, "earlier") == (evals[k - 1][0], "history")
+        else:
+            assert "earlier" not in ev["inputs"]["artifacts"]
     report = spec["root"]["dag"]["tasks"]["report"]
-    assert [producer(report, f"step_{k}") for k in range(n)] == [(evals[k][0], "results") for k in range(n)]
+    assert producer(report, "history") == (evals[n - 1][0], "history")
     assert spec["pipelineInfo"]["name"] == f"cdseg-{task_name}"
 
 
@@ -169,8 +181,10 @@ def test_build_options_match_the_cli_section() -> None:
     assert factory - cli <= {"import_step0", "extra_labels"}, "a compile-time option is missing from the CLI"
 
 
-def test_unsupported_step_counts_are_refused() -> None:
+def test_step_count_is_the_tasks_with_no_maximum(tmp_path: Path) -> None:
     from pipelines import make_pipeline
 
-    with pytest.raises(ValueError, match="num_steps=7"):
-        make_pipeline("222a", num_steps=7)
+    with pytest.raises(ValueError, match="num_steps=0"):
+        make_pipeline("222a", num_steps=0)
+    spec = compile_docs(tmp_path, "222a", num_steps=8)[0]  # more steps than ISPRS has classes: fine
+    assert sorted(tasks_by_step(spec, "evaluate")) == list(range(8))

@@ -5,11 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cdseg.data.isprs import POTSDAM
 from cdseg.errors import ConfigError, DataError
-from cdseg.tasks import filters, get_task
+from cdseg.tasks import Task, filters
+from cdseg.tasks import get_task as task_of
 from cdseg.tasks.filters import cached_select, select, selection_key, split_partition
 
 IMP, BLD, LOW, TREE, CAR, CLU, IGN = range(7)
+
+
+def get_task(name: str) -> Task:
+    return task_of(name, POTSDAM.manifest_fields())
 
 
 def hist_of(*patches: list[int]) -> np.ndarray:
@@ -88,7 +94,7 @@ def test_cache_key_isolation():
     assert len(keys) == 2 * 2 * 2 * 2 * 2
     # same name, other steps (a user task) is another key
     from cdseg.tasks.task import Task
-    assert selection_key("fp", Task("6s", (("tree",), ("building",))), 0, "train", "overlap", 0) != \
+    assert selection_key("fp", Task("6s", (("tree",), ("building",)), POTSDAM.classes), 0, "train", "overlap", 0) != \
         selection_key("fp", t6, 0, "train", "overlap", 0)
 
 

@@ -5,10 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cdseg.data.isprs import CLASSES
+from cdseg.data.isprs import CLASSES, POTSDAM
 from cdseg.errors import ConfigError, UserError
-from cdseg.tasks import SHIPPED, get_task
+from cdseg.tasks import Task
+from cdseg.tasks import get_task as task_of
 from cdseg.tasks.config import TaskConfig
+
+#: what a prepared ISPRS dataset's manifest says of its classes and tasks
+ISPRS = POTSDAM.manifest_fields()
+SHIPPED = ISPRS["tasks"]
+
+
+def get_task(name: str) -> Task:
+    return task_of(name, ISPRS)
 
 IMP, BLD, LOW, TREE, CAR, CLU = range(6)
 
@@ -94,16 +103,30 @@ def test_step_out_of_range(step):
 
 
 def test_unknown_task_lists_valid_names():
-    with pytest.raises(ConfigError, match="unknown task .bogus.; use one of offline, 222a, 321, 6s or the path"):
+    with pytest.raises(ConfigError, match="unknown task .bogus.; use one of the tasks of dataset 'potsdam': offline, "
+                                          "222a, 321, 6s, or the path"):
         get_task("bogus")
 
 
-def test_task_config_validates():
-    assert TaskConfig(name="6s", step=5).task().num_steps == 6
-    with pytest.raises(ValueError, match="out of range"):
-        TaskConfig(name="6s", step=6)
-    with pytest.raises(ValueError, match="unknown task"):
-        TaskConfig(name="7s")
+def test_task_config_resolves_against_the_dataset():
+    assert TaskConfig(name="6s", step=5).task(ISPRS).num_steps == 6
+    with pytest.raises(ConfigError, match="out of range"):
+        TaskConfig(name="6s", step=6).task(ISPRS)
+    with pytest.raises(ConfigError, match="unknown task"):
+        TaskConfig(name="7s").task(ISPRS)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        TaskConfig(name="6s", step=-1)
+
+
+def test_tasks_come_from_the_manifest_not_a_fixed_class_list():
+    fields = {"dataset": "x", "classes": ["bg", "a", "b", "c"], "background": "bg",
+              "tasks": {"2-1": [["bg", "a", "b"], ["c"]]}}
+    t = task_of("2-1", fields)
+    assert t.heads(1) == [3, 1] and t.class_names(1) == ["bg", "a", "b", "c"]
+    assert [int(v) for v in t.label_lut(1, "train")[:4]] == [0, 0, 0, 3]
+    assert [int(v) for v in t.label_lut(1, "test")[:4]] == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="background class 'bg' is in step 1"):
+        task_of("late", {**fields, "tasks": {"late": [["a"], ["bg"]]}})
 
 
 def test_yaml_task(tmp_path):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cdseg.tasks import get_task
+from cdseg.data.isprs import POTSDAM
+from cdseg.tasks import get_task as task_of
 from cdseg.train import run_train
 from cdseg.train.config import METHODS
 from train._util import tiny_cfg
@@ -18,6 +19,10 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 #: other methods run with `pytest -m slow` (tests/train/test_methods.py chains a few of those in the default tier)
 SHIPPED_TASKS = ("offline", "222a", pytest.param("321", marks=pytest.mark.slow), pytest.param("6s", marks=pytest.mark.slow))
 FAST = ("ft", "uft", "mib", "mib-cd", "ft-cd", "joint")
+
+
+def get_task(name: str):
+    return task_of(name, POTSDAM.manifest_fields())
 
 
 @pytest.mark.parametrize("task", SHIPPED_TASKS)

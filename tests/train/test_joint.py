@@ -13,7 +13,8 @@ from train._util import tiny_cfg
 
 def test_joint_uses_all_patches_with_full_labels(prepared_dataset: Path, tmp_path: Path) -> None:
     cfg = tiny_cfg(prepared_dataset, tmp_path, method="joint", task__step=1, data__scale_min=1.0)
-    task, prepared = cfg.task.task(), PreparedDataset.open(str(prepared_dataset))
+    prepared = PreparedDataset.open(str(prepared_dataset))
+    task = cfg.task.task(prepared.manifest)
     train, _ = build_datasets(cfg, task, prepared, select_bands(cfg, prepared.bands))
     assert len(train) == len(prepared.patches("train"))
     assert torch.equal(train.lut, torch.from_numpy(task.label_lut(1, "val").astype("int64")))

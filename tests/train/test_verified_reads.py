@@ -38,7 +38,7 @@ def one_line(capsys: pytest.CaptureFixture[str]) -> str:
 def test_train_refuses_a_damaged_dataset(damaged: Path, tmp_path: Path, capsys, clean_env) -> None:
     assert main(["train", *cli_args(tiny_cli(damaged, tmp_path / "run", task__step=0))]) == 2
     err = one_line(capsys)
-    assert "images/3_11.tif (sha256 differs) of 12 files" in err and "--overwrite" in err
+    assert "images/3_11.tif (sha256 differs) of 18 files" in err and "--overwrite" in err
     assert not (tmp_path / "run").exists()
 
 
@@ -60,7 +60,7 @@ def test_verify_hashes_every_file(prepared_dataset: Path, tmp_path: Path, monkey
     PreparedDataset.open(prepared_dataset).check()
     assert calls == []  # stamps recorded by prepare: nothing hashed
     PreparedDataset.open(prepared_dataset).check(full=True)
-    assert len(calls) == 12
+    assert len(calls) == 18  # 6 scenes: image, label, eroded label
 
 
 def test_a_tile_damaged_behind_the_stamps_is_one_line(prepared_dataset: Path, tmp_path: Path, capsys, clean_env,
