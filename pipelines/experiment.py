@@ -28,6 +28,7 @@ from pipelines.factory import (
     REPORT_CPU,
     REPORT_MEMORY,
     BuildOptions,
+    num_steps_of,
     task_settings,
     train_placement,
     with_param_docs,
@@ -117,7 +118,9 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
     if opts.import_step0:
         raise ConfigError("import_step0 is not supported by the experiment pipeline: every cell trains its step 0")
     limit = cell_steps()
-    steps = {task: num_steps(cfg, task) for task in cfg.tasks}
+    # compiled without a prepared dataset (the pipeline prepares its own): the tasks are the ISPRS definition's
+    steps = {task: num_steps(cfg, task) if cfg.dataset else
+             (min(num_steps_of(task), cfg.steps) if cfg.steps else num_steps_of(task)) for task in cfg.tasks}
     too_long = {t: n for t, n in steps.items() if n > limit}
     if too_long:
         raise ConfigError(f"tasks {too_long} have more steps than the experiment pipeline's {limit}; "

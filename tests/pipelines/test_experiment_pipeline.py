@@ -179,12 +179,14 @@ def _metrics(task: str, step: int, old: list[str], new: list[str], base: float) 
 
 def test_components_write_the_local_runners_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Evaluations laid out as the local runner's run folders and handed to the components give the same report."""
+    import cdseg.experiment.grid as grid
     from cdseg.experiment.grid import Cell, cells, collect, metrics_uri, step0_providers
     from cdseg.experiment.report import write_report
     from components.experiment.component import experiment_cell, experiment_gather, experiment_report
 
     cfg = ExperimentConfig.model_validate({**GRID, "dataset": str(tmp_path / "data"), "output": str(tmp_path / "exp"),
                                            "steps": 2})
+    monkeypatch.setattr(grid, "num_steps", lambda cfg, task: 2)  # no prepared dataset here: the step count is --steps
     providers = step0_providers(cfg)
     classes = [["a", "b"], ["c"]]
     for i, cell in enumerate(cells(cfg)):
