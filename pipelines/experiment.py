@@ -67,11 +67,6 @@ class Step0Group:
     members: tuple[str, ...]
 
 
-def cell_steps() -> int:
-    """How many steps a cell can have: the experiment_cell component's step_<k> inputs."""
-    return sum(1 for name in experiment_cell.component_spec.inputs or {} if re.fullmatch(r"step_\d+", name))
-
-
 def step0_groups(cfg: Any) -> list[Step0Group]:
     """Per task, the methods grouped by their step 0 (`cdseg.train.config.step0_fingerprint`), in grid order.
 
@@ -117,14 +112,9 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
         raise ConfigError(f"--parallelism {parallelism} must be >= 0 (0: every seed of a loop at once)")
     if opts.import_step0:
         raise ConfigError("import_step0 is not supported by the experiment pipeline: every cell trains its step 0")
-    limit = cell_steps()
     # compiled without a prepared dataset (the pipeline prepares its own): the tasks are the ISPRS definition's
     steps = {task: num_steps(cfg, task) if cfg.dataset else
              (min(num_steps_of(task), cfg.steps) if cfg.steps else num_steps_of(task)) for task in cfg.tasks}
-    too_long = {t: n for t, n in steps.items() if n > limit}
-    if too_long:
-        raise ConfigError(f"tasks {too_long} have more steps than the experiment pipeline's {limit}; "
-                          f"run fewer with --steps {limit}")
     groups = step0_groups(cfg)
     seeds_default = list(cfg.seeds)
     train_default = dict(cfg.train_options)
@@ -175,7 +165,8 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
             # cell-unique: job names, job storage (workdir/runs/<run id>/) and pushed metrics must not collide
             return f"{dsl.PIPELINE_JOB_ID_PLACEHOLDER}-{_slug(task)}-{_slug(name)}-s{seed}"
 
-        def train(task: str, name: str, step: int, seed: Any, prev: Any) -> Any:
+        def train(task: str, name: str, step: int, seed: Any, prev: Any, history: Any) -> Any:
+            """Train and evaluate one step; returns its model and the evaluations' history so far."""
             run_id = cell_run_id(task, name, seed)
             kwargs: dict[str, Any] = {"prev_model": prev} if prev is not None else {}
             tr = train_step(
@@ -189,9 +180,11 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
             )
             common(tr, f"train {task} {name} step {step}", train_task_cpu, train_task_memory, train_task_image)
             train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)
-            ev = evaluate(data=data, model=tr.outputs["model"], options=test_options, method=name, run_id=run_id)
+            earlier: dict[str, Any] = {"earlier": history} if history is not None else {}
+            ev = evaluate(data=data, model=tr.outputs["model"], options=test_options, method=name, run_id=run_id,
+                          **earlier)
             common(ev, f"evaluate {task} {name} step {step}", evaluate_cpu, evaluate_memory)
-            return tr.outputs["model"], ev.outputs["results"]
+            return tr.outputs["model"], ev.outputs["history"]
 
         prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare",
                       prepare_cpu, prepare_memory)
@@ -200,17 +193,15 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
         for i, group in enumerate(groups):
             label = f"{group.task} {'/'.join(group.members)}"
             with dsl.ParallelFor(seeds, parallelism=parallelism) as seed:  # no name=: it breaks dsl.Collected
-                model0, results0 = train(group.task, group.provider, 0, seed, None)
+                model0, history0 = train(group.task, group.provider, 0, seed, None, None)
                 rows = None
                 for name in group.members:
-                    results, prev = [results0], model0
+                    prev, history = model0, history0  # every member's evaluations continue step 0's history
                     for k in range(1, steps[group.task]):
-                        prev, res = train(group.task, name, k, seed, prev)
-                        results.append(res)
+                        prev, history = train(group.task, name, k, seed, prev, history)
                     more: dict[str, Any] = {"earlier": rows} if rows is not None else {}
                     cell = experiment_cell(task=group.task, name=name, seed=seed, step0_from=group.provider,
-                                           run_id=cell_run_id(group.task, name, seed),
-                                           **{f"step_{k}": r for k, r in enumerate(results)}, **more)
+                                           run_id=cell_run_id(group.task, name, seed), history=history, **more)
                     rows = common(cell, f"rows {group.task} {name}").outputs["rows"]
             more = {"earlier": gathered} if gathered is not None else {}
             if i < len(groups) - 1:

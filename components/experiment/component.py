@@ -14,12 +14,7 @@ def experiment_cell(
     seed: int,
     step0_from: str,
     rows: Output[Artifact],
-    step_0: Input[Artifact],
-    step_1: Input[Artifact] | None = None,
-    step_2: Input[Artifact] | None = None,
-    step_3: Input[Artifact] | None = None,
-    step_4: Input[Artifact] | None = None,
-    step_5: Input[Artifact] | None = None,
+    history: Input[Artifact],
     earlier: Input[Artifact] | None = None,
     run_id: str = "",
 ) -> None:
@@ -31,17 +26,18 @@ def experiment_cell(
         seed: the cell's training seed.
         step0_from: the method or variant whose step-0 model the cell starts from (itself unless shared).
         rows: rows.json: the rows of `earlier` followed by this cell's.
-        step_0 .. step_5: the evaluate component's `results` of each step (KFP has no list-of-artifacts input
-            outside a ParallelFor fan-in, and no ISPRS task has more than 6 steps).
+        history: the `history` of the cell's last evaluation: every step's metrics.json (`step_<k>/`), step 0's
+            included (the evaluate tasks of a cell are chained through their `earlier` input, so a task has
+            as many steps as it needs).
         earlier: the rows of the cells before this one in the same ParallelFor iteration (one fan-in per loop).
         run_id: the run id the cell's evaluations pushed their metrics under (kept in its rows for the report,
             which deletes those groups from the Pushgateway).
     """
     from components.artifacts import setup_logging
-    from components.experiment.rows import cell_rows, read_rows, write_rows
+    from components.experiment.rows import cell_rows, history_steps, read_rows, write_rows
 
     setup_logging()
-    steps = [a.path for a in (step_0, step_1, step_2, step_3, step_4, step_5) if a is not None]
+    steps = history_steps(history.path)
     before = read_rows(earlier.path) if earlier is not None else []
     write_rows(rows.path, before + cell_rows(task, name, seed, step0_from, steps, run_id))
 

@@ -27,6 +27,14 @@ def write_rows(folder: str, rows: Sequence[dict[str, Any]]) -> None:
     (path / ROWS_FILE).write_text(json.dumps(list(rows), indent=1) + "\n")
 
 
+def history_steps(history: str) -> list[str]:
+    """The step folders (`step_<k>/`, each holding metrics.json) of an evaluate task's `history`, step 0 first."""
+    folders = sorted(Path(history).glob("step_*"), key=lambda p: int(p.name.removeprefix("step_")))
+    if not folders:
+        raise ValueError(f"{history} holds no step_<k>/ folder; connect the cell's last evaluation's history")
+    return [str(f) for f in folders]
+
+
 def cell_rows(task: str, name: str, seed: int, step0_from: str, eval_dirs: Sequence[str],
               run_id: str = "") -> list[dict[str, Any]]:
     """One row per step of a cell, from its evaluate results (folders holding metrics.json, step 0 first);

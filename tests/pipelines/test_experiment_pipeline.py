@@ -105,9 +105,11 @@ def test_every_cells_rows_reach_the_report(spec: dict[str, Any]) -> None:
         for cell in cells.values():
             name = const(cell, "name")
             evals = {producer(t, "model")[0]: n for n, t in tasks.items() if component(t) == "evaluate"}
-            assert producer(cell, "step_0") == (evals[step0], "results")
-            for k in (1, 2):
-                assert producer(cell, f"step_{k}") == (evals[by[(name, k)]], "results")
+            # the cell reads its last evaluation's history, which chains back through every step to step 0's
+            assert producer(cell, "history") == (evals[by[(name, 2)]], "history")
+            assert producer(tasks[evals[by[(name, 2)]]], "earlier") == (evals[by[(name, 1)]], "history")
+            assert producer(tasks[evals[by[(name, 1)]]], "earlier") == (evals[step0], "history")
+            assert "earlier" not in tasks[evals[step0]]["inputs"].get("artifacts", {})
             assert cell["inputs"]["parameters"]["seed"] == {"componentInputParameter": "pipelinechannel--seeds-loop-item"}
             # the id its evaluations pushed metrics under: the step-1 train's (cell-unique, with the seed)
             run_id = const(cell, "run_id")
@@ -203,8 +205,14 @@ def test_components_write_the_local_runners_report(tmp_path: Path, monkeypatch: 
     def art(path: Path) -> Any:
         return types.SimpleNamespace(path=str(path), metadata={})
 
-    def eval_dir(cell: Cell, step: int) -> Any:
-        return art(Path(metrics_uri(cfg, providers[cell] if step == 0 else cell, step)).parent)
+    def history(cell: Cell) -> Any:
+        """What the cell's last evaluate task hands on: step_<k>/metrics.json of every step (as extend_history)."""
+        folder = tmp_path / "history" / f"{cell.name}-{cell.seed}"
+        for step in (0, 1):
+            (folder / f"step_{step}").mkdir(parents=True)
+            source = Path(metrics_uri(cfg, providers[cell] if step == 0 else cell, step))
+            (folder / f"step_{step}" / "metrics.json").write_bytes(source.read_bytes())
+        return art(folder)
 
     groups = {("ft", "mib"): "ft", ("mib-cd",): "mib-cd"}
     loop_rows: list[list[Any]] = []
@@ -216,7 +224,7 @@ def test_components_write_the_local_runners_report(tmp_path: Path, monkeypatch: 
                 out = art(tmp_path / f"cell-{n}-{seed}-{name}")
                 cell = Cell("222a", name, seed)
                 experiment_cell.python_func(task="222a", name=name, seed=seed, step0_from=provider, rows=out,
-                                            step_0=eval_dir(cell, 0), step_1=eval_dir(cell, 1), earlier=rows,
+                                            history=history(cell), earlier=rows,
                                             run_id=f"run-{name}-s{seed}")
                 rows = out
             iterations.append(rows)
