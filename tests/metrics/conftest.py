@@ -78,12 +78,15 @@ class Process:
 
 @pytest.fixture(scope="module")
 def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a fresh Pushgateway on 127.0.0.1 (no persistence)."""
+    """URL of a fresh Pushgateway on 127.0.0.1 (persisting to its own temporary file only)."""
     binary = need_binary("prometheus-pushgateway")
     port = free_port()
     tmp = tmp_path_factory.mktemp("pushgateway")
     url = f"http://127.0.0.1:{port}"
-    proc = Process([binary, f"--web.listen-address=127.0.0.1:{port}"], url + "/-/ready", tmp / "log.txt")
+    # Debian's build persists to /var/lib/prometheus/pushgateway.data by default, which every gateway started
+    # on the machine would share (groups of one test module showing up in another): each gets its own file
+    proc = Process([binary, f"--web.listen-address=127.0.0.1:{port}", f"--persistence.file={tmp / 'pushgateway.data'}"],
+                   url + "/-/ready", tmp / "log.txt")
     yield url
     proc.stop()
 
