@@ -135,7 +135,8 @@ RESUME_MAY_CHANGE = (
     # where / how the data is read, not what is learned (a restarted pod may see the dataset at another path)
     "data.workers", "data.dataset", "data.verify",
     # budget, validation, early stopping, logging, checkpoints, speed knobs that do not change the arithmetic
-    "trainer.device", "trainer.epochs", "trainer.max_iters", "trainer.limit_batches", "trainer.limit_val_batches",
+    "trainer.device", "trainer.epochs", "trainer.max_iters", "trainer.max_iters_by_step",
+    "trainer.limit_batches", "trainer.limit_val_batches",
     "trainer.validate_every", "trainer.monitor", "trainer.patience", "trainer.min_delta", "trainer.restore_best",
     "trainer.channels_last", "trainer.compile", "trainer.log_every", "trainer.checkpoint_every_iters",
     "trainer.resume", "trainer.keep_remote_resume", "trainer.deterministic",

@@ -42,6 +42,9 @@ class TrainerConfig(Section):
     batch_size: int = Field(8, ge=1, description="images per process per iteration (global batch = this x world size)")
     epochs: int = Field(100, ge=1, description="maximum number of epochs")
     max_iters: int = Field(0, ge=0, description="stop after this many iterations in total (0: no limit)")
+    max_iters_by_step: dict[int, int] = Field(
+        default_factory=dict, description="max_iters of particular steps, {step: iterations} (overrides max_iters "
+        "there; 0: no limit), e.g. {\"2\": 320} for a last step whose new classes are rare")
     limit_batches: int = Field(0, ge=0, description="iterations per epoch at most (0: the whole loader; for CI)")
     limit_val_batches: int = Field(0, ge=0, description="validation batches per rank at most (0: all)")
     validate_every: int = Field(1, ge=1, description="validate every N epochs (and after the last one)")
@@ -64,6 +67,18 @@ class TrainerConfig(Section):
     keep_remote_resume: int = Field(2, ge=1, description="resume states kept in an s3:// output (the newest; older "
                                                         "ones are deleted once a newer one is committed)")
     deterministic: bool = Field(False, description="deterministic algorithms (cudnn) at some speed cost")
+
+    @field_validator("max_iters_by_step")
+    @classmethod
+    def _by_step(cls, value: dict[int, int]) -> dict[int, int]:
+        bad = {k: v for k, v in value.items() if k < 0 or v < 0}
+        if bad:
+            raise ValueError(f"steps and iterations must be >= 0, got {bad}")
+        return dict(sorted(value.items()))
+
+    def iters_at(self, step: int) -> int:
+        """max_iters of `step` (0: no limit)."""
+        return self.max_iters_by_step.get(step, self.max_iters)
 
 
 class OptimizerConfig(Section):
@@ -108,6 +123,9 @@ def step0_fingerprint(cfg: TrainConfig) -> str:
     dumped: dict[str, Any] = {}
     flat("", cfg.model_copy(update={"task": cfg.task.model_copy(update={"step": 0})}).model_dump(mode="json"), dumped)
     kept = {k: v for k, v in dumped.items() if not any(k == s or k.startswith(s + ".") for s in STEP1_ONLY)}
+    # the budget step 0 actually gets: {"2": 320} in max_iters_by_step changes no step-0 training
+    kept = {k: v for k, v in kept.items() if not k.startswith("trainer.max_iters_by_step.")}
+    kept["trainer.max_iters"] = cfg.trainer.iters_at(0)
     return json.dumps(kept, sort_keys=True, default=str)
 
 

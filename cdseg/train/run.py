@@ -193,7 +193,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     loader = train_loader(train_ds, sampler, cfg.seed, cfg.data.workers, pin)
     vloader = val_loader(val_ds, t.batch_size, info.rank, info.world_size, cfg.data.workers, pin)
     per_epoch = sampler.iters
-    total = per_epoch * t.epochs if not t.max_iters else min(t.max_iters, per_epoch * t.epochs)
+    max_iters = t.iters_at(step)
+    total = per_epoch * t.epochs if not max_iters else min(max_iters, per_epoch * t.epochs)
 
     optimizer = _optimizer(cfg, student)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total, per_epoch)

@@ -39,6 +39,7 @@ def test_a_changed_option_refuses_the_resume(change: dict, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("change", [{"trainer__epochs": 7}, {"trainer__max_iters": 9}, {"trainer__log_every": 3},
+                                    {"trainer__max_iters_by_step": {2: 9}},
                                     {"output": "elsewhere"}, {"data__workers": 0}, {"metrics__port": 9999}])
 def test_the_listed_options_may_change(change: dict, tmp_path: Path) -> None:
     check_resume_config(_fp(), _fp(**change), tmp_path)

@@ -256,3 +256,27 @@ def test_torch_compile_path(prepared_dataset: Path, tmp_path: Path) -> None:
     uri = run_train(tiny_cfg(prepared_dataset, tmp_path / "c", method="mib-cd", trainer__epochs=1,
                              trainer__compile=True))
     assert not any(k.startswith("_orig_mod") for k in _weights(Path(uri)))
+
+
+@pytest.mark.parametrize(("by_step", "expected"), [({1: 3}, 3), ({2: 3}, 1)])
+def test_a_step_trains_its_own_budget(prepared_dataset: Path, step0_run: Path, tmp_path: Path,
+                                      by_step: dict[int, int], expected: int) -> None:
+    # trainer.max_iters_by_step overrides max_iters for the listed steps only (a last step with rare classes)
+    cfg = tiny_cfg(prepared_dataset, tmp_path / "x", method="mib", task__step=1, trainer__max_iters=1,
+                   trainer__max_iters_by_step=by_step, prev_checkpoint=str(step0_run / "step-0" / "model"))
+    run_train(cfg)
+    card = json.loads((tmp_path / "x" / "step-1" / "model" / "model.json").read_text())
+    assert card["iteration"] == expected
+
+
+def test_a_later_step_budget_keeps_step0_shared() -> None:
+    from cdseg.config import load_config
+    from cdseg.train.config import TrainConfig, step0_fingerprint
+
+    def fp(**over: object) -> str:
+        cli = {"task.name": "222a", "task.step": 0, "trainer.max_iters": 80, **over}
+        return step0_fingerprint(load_config(TrainConfig, cli=cli, environ={}))
+
+    assert fp(**{"trainer.max_iters_by_step": {"2": 320}}) == fp()  # step 0 trains the same
+    assert fp(**{"trainer.max_iters_by_step": {"0": 320}}) != fp()
+    assert fp(**{"trainer.max_iters_by_step": {"0": 320}}) == fp(**{"trainer.max_iters": 320})
