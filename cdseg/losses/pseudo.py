@@ -31,6 +31,7 @@ from pydantic import Field
 from cdseg.config import Section
 from cdseg.losses.ce import IGNORE_INDEX
 from cdseg.losses.term import StepContext, StepInfo, Term, TermSpec
+from cdseg.models.segmenter import SegOutputs
 
 BINS = 100
 
@@ -122,9 +123,10 @@ class PseudoTerm(Term):
         """Whether the per-class thresholds are still to be measured."""
         return not bool(self.calibrated)
 
-    def calibrate(self, old_logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Add one batch's background entropies to the histogram."""
-        hist = entropy_histogram(old_logits, target, self.old_classes)
+    def calibrate(self, teacher: SegOutputs, target: torch.Tensor) -> None:
+        """Add one batch's background entropies (of the old model's logits) to the histogram."""
+        assert teacher.logits is not None
+        hist = entropy_histogram(teacher.logits, target, self.old_classes)
         self.histogram = hist if self.histogram is None else self.histogram + hist
 
     def calibration_counts(self) -> torch.Tensor:

@@ -111,6 +111,27 @@ class Term(nn.Module):
     def after_step(self, model: nn.Module) -> None:
         """Called after the optimizer step."""
 
+    # Calibration: statistics a term measures with the previous model over the training data before the step
+    # (PLOP's per-class entropy thresholds). The trainer runs the teacher once per batch for every term that
+    # needs it, sums `calibration_counts()` over ranks and hands the sum to `finish_calibration`.
+    #: training batches the calibration pass reads at most (0: the whole epoch)
+    calibration_batches: int = 0
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether the term still has to measure its statistics (False once done, also after a resume)."""
+        return False
+
+    def calibrate(self, teacher: SegOutputs, target: Tensor) -> None:
+        """Accumulate one batch: the teacher's outputs (`teacher_needs`) and the step's targets."""
+
+    def calibration_counts(self) -> Tensor:
+        """What this rank accumulated (summed over ranks by the trainer)."""
+        raise NotImplementedError(f"{type(self).__name__} needs calibration but has no counts")
+
+    def finish_calibration(self, counts: Tensor) -> None:
+        """Set the statistics from the all-rank `counts`."""
+
 
 @dataclass(frozen=True)
 class TermSpec:

@@ -180,21 +180,22 @@ class MethodStep(nn.Module):
     def calibrate(self, batches: Any, device: torch.device, reduce: Any, limit: int = 0) -> bool:
         """Measure what terms measure before the step (PLOP's per-class entropy medians) with one teacher pass
         over `batches` (dicts with "image" and "mask"); `reduce` sums a tensor over ranks. False if none needs it."""
-        terms = [t for t in self._terms() if getattr(t, "needs_calibration", False)]
+        terms = [t for t in self._terms() if t.needs_calibration]
         if not terms or self.teacher is None:
             return False
-        limit = limit or min((getattr(t, "calibration_batches", 0) for t in terms), default=0)
+        limit = limit or min(t.calibration_batches for t in terms)
+        needs = frozenset().union(*(t.teacher_needs for t in terms)) or frozenset({"logits"})
         with torch.no_grad():
             for i, batch in enumerate(batches):
                 if limit and i >= limit:
                     break
                 x = batch["image"].to(device, non_blocking=True)
                 y = batch["mask"].to(device, non_blocking=True)
-                out = run_model(self.teacher, x, frozenset({"logits"}), self._teacher_takes_need)
+                out = run_model(self.teacher, x, needs, self._teacher_takes_need)
                 for t in terms:
-                    t.calibrate(out.logits, y)  # type: ignore[operator]
+                    t.calibrate(out, y)
         for t in terms:
-            t.finish_calibration(reduce(t.calibration_counts()))  # type: ignore[operator]
+            t.finish_calibration(reduce(t.calibration_counts()))
         return True
 
     def _terms(self) -> list[Term]:
