@@ -82,13 +82,28 @@ def metrics_uri(cfg: ExperimentConfig, cell: Cell, step: int) -> str:
     return store.join(cell.run_dir(cfg.output), f"step-{step}", "eval", "metrics.json")
 
 
+def trained(cfg: ExperimentConfig, cell: Cell, step: int) -> bool:
+    """The step's model is written (its card last, so a card means a complete model)."""
+    return store.exists(store.join(model_uri(cfg, cell, step), "model.json"))
+
+
+def tested(cfg: ExperimentConfig, cell: Cell, step: int) -> bool:
+    """The step's evaluation is written, and on `cfg.split`: a grid first scored on val (to choose settings) and
+    rerun with --split test is tested again, not reported with its validation figures."""
+    uri = metrics_uri(cfg, cell, step)
+    if not store.exists(uri):
+        return False
+    metrics = json.loads(store.read_bytes(uri))
+    return bool((metrics.get("dataset") or {}).get("split", "test") == cfg.split)
+
+
 def step_done(cfg: ExperimentConfig, cell: Cell, step: int) -> bool:
-    """The step's model and its evaluation are both written (the manifest-last writes make this safe)."""
-    return store.exists(store.join(model_uri(cfg, cell, step), "model.json")) and store.exists(metrics_uri(cfg, cell, step))
+    """The step's model and its evaluation on `cfg.split` are both written (manifest-last writes make this safe)."""
+    return trained(cfg, cell, step) and tested(cfg, cell, step)
 
 
 def run_step(cfg: ExperimentConfig, cell: Cell, step: int, prev: str | None) -> bool:
-    """Train and test one step of a cell unless both are done; True when it trained or tested anything."""
+    """Train (unless trained) and test (unless tested on this split) one step of a cell; True when it did anything."""
     from cdseg.evaluate import run_test
     from cdseg.evaluate.config import TestConfig
     from cdseg.train import run_train
@@ -96,10 +111,16 @@ def run_step(cfg: ExperimentConfig, cell: Cell, step: int, prev: str | None) -> 
     if step_done(cfg, cell, step):
         log.info("%s %s seed %d step %d: done already", cell.task, cell.name, cell.seed, step)
         return False
-    log.info("%s %s seed %d step %d: training", cell.task, cell.name, cell.seed, step)
-    model = run_train(train_config(cfg, cell, step, prev))
+    trained_before = trained(cfg, cell, step)
+    if trained_before:
+        log.info("%s %s seed %d step %d: testing on %s", cell.task, cell.name, cell.seed, step, cfg.split)
+        model = model_uri(cfg, cell, step)
+    else:
+        log.info("%s %s seed %d step %d: training", cell.task, cell.name, cell.seed, step)
+        model = run_train(train_config(cfg, cell, step, prev))
+    # overwrite: replaces only an evaluation of this step on another split (an identical one was skipped above)
     run_test(TestConfig(checkpoint=model, dataset=cfg.dataset, output=cell.run_dir(cfg.output), split=cfg.split,
-                        eval=cfg.eval))
+                        eval=cfg.eval, overwrite=trained_before))
     return True
 
 
@@ -164,7 +185,9 @@ def collect(cfg: ExperimentConfig) -> list[dict[str, Any]]:
             uri = metrics_uri(cfg, source, step)
             if not store.exists(uri):
                 continue
-            rows.append(row_of(json.loads(store.read_text(uri)), cell, step, source.name if step == 0 else cell.name))
+            row = row_of(json.loads(store.read_text(uri)), cell, step, source.name if step == 0 else cell.name)
+            if row["split"] == cfg.split:  # a step not yet tested again on this split is left out, not mixed in
+                rows.append(row)
     return rows
 
 
@@ -172,6 +195,7 @@ def row_of(metrics: dict[str, Any], cell: Cell, step: int, step0_from: str) -> d
     """The report's row of one step of a cell, from that step's metrics.json (`cdseg test`'s)."""
     return {
         "task": cell.task, "name": cell.name, "seed": cell.seed, "step": step, "step0_from": step0_from,
+        "split": (metrics.get("dataset") or {}).get("split", "test"),
         **{g: metrics["mean"][g]["miou"] for g in ("old", "new", "all")},
         "new_classes": metrics["new_classes"], "old_classes": metrics["old_classes"],
         "iou": {c: v["iou"] for c, v in metrics["per_class"].items() if v["group"] in ("old", "new")},

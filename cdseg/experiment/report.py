@@ -83,8 +83,10 @@ def markdown(rows: Sequence[dict[str, Any]], names: Sequence[str], confidence: f
     lines = ["# cdseg experiment", ""]
     if command:
         lines += ["Reproduce with:", "", "```", command, "```", ""]
-    lines += [f"Seeds: {', '.join(map(str, seeds))}. mIoU in % over the seeds that finished: mean ± sd "
-              f"[{level} Student-t interval]. Background is not averaged in.", ""]
+    splits = sorted({r.get("split", "test") for r in rows})
+    lines += [f"Seeds: {', '.join(map(str, seeds))}. Scored on the {' and '.join(splits) or 'test'} scenes. mIoU "
+              f"in % over the seeds that finished: mean ± sd [{level} Student-t interval]. Background is not "
+              "averaged in.", ""]
     shared = sorted({(r["name"], r["step0_from"]) for r in rows if r["step"] == 0 and r["step0_from"] != r["name"]})
     if shared:
         lines += ["Step 0 shared (identical step-0 training): " + "; ".join(f"{n} uses {s}'s" for n, s in shared), ""]

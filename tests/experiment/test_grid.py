@@ -11,6 +11,7 @@ import pytest
 from train._util import TINY
 
 from cdseg.cli.main import main
+from cdseg.evaluate import run_test
 from cdseg.experiment.config import ExperimentConfig
 from cdseg.experiment.grid import Cell, step0_providers
 
@@ -66,6 +67,18 @@ def test_small_grid_runs_reports_and_a_rerun_trains_nothing(prepared_dataset: Pa
     assert main(_args(prepared_dataset, out)) == 0
     assert "steps: 6 in the grid, 0 run now, 6 done already" in capsys.readouterr().out
     assert json.loads((out / "report" / "results.json").read_text()) == results
+    assert {r["split"] for r in results} == {"test"} and "Scored on the test scenes" in report
+
+    # the same grid scored on another split: nothing is trained again, every step is tested on it, and the
+    # report holds only that split's figures
+    monkeypatch.setattr("cdseg.evaluate.run_test", run_test)  # testing again is allowed, training is not
+    assert main([*_args(prepared_dataset, out), "--split", "val"]) == 0
+    assert "steps: 6 in the grid, 6 run now, 0 done already" in capsys.readouterr().out
+    rows = json.loads((out / "report" / "results.json").read_text())
+    assert len(rows) == len(results) and {r["split"] for r in rows} == {"val"}
+    assert "Scored on the val scenes" in (out / "report" / "report.md").read_text()
+    metrics = json.loads((runs / "mib" / "seed-0" / "step-1" / "eval" / "metrics.json").read_text())
+    assert metrics["dataset"]["split"] == "val"
 
 
 def test_step0_is_shared_only_between_identical_step0_recipes(tmp_path: Path) -> None:
