@@ -94,6 +94,19 @@ def test_demo_shares_step0_only_between_identical_recipes() -> None:
     assert keys["ft-cd"] != keys["ft"]
 
 
+def test_demo_gives_its_last_step_its_own_budget() -> None:
+    from cdseg.config import load_config
+    from cdseg.demo import DemoConfig, step0_key
+    from cdseg.train.config import TrainConfig
+
+    cfg = DemoConfig()
+    options = cfg.arguments("src", "mib")["train_options"]
+    trainer = load_config(TrainConfig, cli=options, environ={}).trainer
+    assert [trainer.iters_at(k) for k in range(3)] == [cfg.iterations, cfg.iterations, 320]
+    flat = DemoConfig(iterations_by_step={})  # one budget everywhere: step 0 is the same training
+    assert step0_key(flat.arguments("src", "mib"), "222a") == step0_key(cfg.arguments("src", "mib"), "222a")
+
+
 def test_demo_table() -> None:
     from cdseg.demo import format_table
 
