@@ -102,8 +102,9 @@ def _slug(text: str) -> str:
 
 
 def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, parallelism: int = 0,
-                             command: str = "") -> Any:
-    """Build the pipeline of the grid `cfg` (an ExperimentConfig); `parallelism` caps each loop's concurrent seeds."""
+                             command: str = "", dataset: str = "potsdam", dataset_def: str | None = None) -> Any:
+    """Build the pipeline of the grid `cfg` (an ExperimentConfig); `parallelism` caps each loop's concurrent seeds.
+    Without a prepared dataset in `cfg`, the tasks are those of `dataset` (a shipped definition) or `dataset_def`."""
     from cdseg.errors import ConfigError
     from cdseg.experiment.grid import num_steps
 
@@ -112,9 +113,14 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
         raise ConfigError(f"--parallelism {parallelism} must be >= 0 (0: every seed of a loop at once)")
     if opts.import_step0:
         raise ConfigError("import_step0 is not supported by the experiment pipeline: every cell trains its step 0")
-    # compiled without a prepared dataset (the pipeline prepares its own): the tasks are the ISPRS definition's
-    steps = {task: num_steps(cfg, task) if cfg.dataset else
-             (min(num_steps_of(task), cfg.steps) if cfg.steps else num_steps_of(task)) for task in cfg.tasks}
+    # compiled without a prepared dataset (the pipeline prepares its own): the tasks are the definition's
+    def steps_of(task: str) -> int:
+        if cfg.dataset:
+            return int(num_steps(cfg, task))
+        total = num_steps_of(task, dataset, dataset_def)
+        return min(total, cfg.steps) if cfg.steps else total
+
+    steps = {task: steps_of(task) for task in cfg.tasks}
     groups = step0_groups(cfg)
     seeds_default = list(cfg.seeds)
     train_default = dict(cfg.train_options)
@@ -223,11 +229,12 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
 
 
 def compile_experiment(cfg: Any, path: str, *, options: BuildOptions | None = None, parallelism: int = 0,
-                       command: str = "") -> str:
+                       command: str = "", dataset: str = "potsdam", dataset_def: str | None = None) -> str:
     """Compile the grid's pipeline to `path` (written atomically); returns the path."""
     from pathlib import Path
 
     from pipelines.compile import write_compiled
 
-    pipeline = make_experiment_pipeline(cfg, options=options, parallelism=parallelism, command=command)
+    pipeline = make_experiment_pipeline(cfg, options=options, parallelism=parallelism, command=command,
+                                        dataset=dataset, dataset_def=dataset_def)
     return str(write_compiled(pipeline, Path(path)))

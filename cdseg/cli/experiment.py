@@ -19,6 +19,10 @@ class ExperimentCommand(ExperimentConfig):
                                   "stay run parameters")
     parallelism: int = Field(0, ge=0, description="with --compile-pipeline: seeds of one step-0 group trained at "
                              "once (0: all of them)")
+    dataset_name: str = Field("potsdam", description="with --compile-pipeline: the shipped dataset whose tasks "
+                              "--tasks names (docs/data.md lists them; its release is the run parameter source)")
+    dataset_def: str = Field("", description="with --compile-pipeline: YAML definition of your own dataset (its "
+                             "tasks), instead of --dataset-name")
     build: BuildSection = Field(default_factory=BuildSection)
 
     @model_validator(mode="after")
@@ -26,6 +30,9 @@ class ExperimentCommand(ExperimentConfig):
         if self.compile_pipeline and self.dataset:
             raise ValueError("--dataset is not used with --compile-pipeline: the pipeline prepares its dataset from "
                              "its run parameter source; drop --dataset")
+        if not self.compile_pipeline and ("dataset_name" in self.model_fields_set or self.dataset_def):
+            raise ValueError("--dataset-name and --dataset-def go with --compile-pipeline; a local grid reads the "
+                             "classes and tasks from its prepared --dataset")
         if not self.compile_pipeline and not self.dataset:
             raise ValueError("--dataset is required: the prepared dataset (cdseg prepare), or give "
                              "--compile-pipeline FILE to write the grid as a Kubeflow pipeline")
@@ -33,7 +40,8 @@ class ExperimentCommand(ExperimentConfig):
 
     def grid(self) -> ExperimentConfig:
         """The grid's own options (what the local runner and the pipeline factory read)."""
-        return ExperimentConfig.model_validate(self.model_dump(exclude={"compile_pipeline", "parallelism", "build"}))
+        return ExperimentConfig.model_validate(self.model_dump(exclude={"compile_pipeline", "parallelism", "build",
+                                                                        "dataset_name", "dataset_def"}))
 
 
 def _compile(cfg: ExperimentCommand) -> int:
@@ -47,7 +55,7 @@ def _compile(cfg: ExperimentCommand) -> int:
     command = (" ".join(shlex.quote(a) for a in ["cdseg", *sys.argv[1:]]) +
                "\n# then a run of the compiled pipeline: its parameters (seeds, train_options, ...) are in the run's details")
     path = compile_experiment(grid, cfg.compile_pipeline, options=cfg.build.to_options(), parallelism=cfg.parallelism,
-                              command=command)
+                              command=command, dataset=cfg.dataset_name, dataset_def=cfg.dataset_def or None)
     for g in step0_groups(grid):
         shared = f" (step 0 of {g.provider}, shared)" if len(g.members) > 1 else ""
         print(f"{g.task}: {', '.join(g.members)}{shared}", file=sys.stderr)

@@ -280,3 +280,18 @@ def test_kfp_local_runner_runs_the_grid(synth_release: Path, tmp_path: Path) -> 
     text = (report / "report.md").read_text()
     assert "mib uses ft's" in text and "| 1 | ft - mib | all | 2 |" in text
     assert (report / "miou.png").is_file()
+
+
+def test_cli_compiles_the_tasks_of_another_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cdseg.cli.main import main
+
+    out = tmp_path / "exp.yaml"
+    base = ["experiment", "--compile-pipeline", str(out), "--methods", "ft", "--seeds", "0", "--build.retries", "0"]
+    assert main([*base, "--tasks", "4-1", "--dataset-name", "loveda"]) == 0  # LoveDA's 4-1: 4 steps
+    text = out.read_text()
+    assert all(f"train 4-1 ft step {k}" in text for k in range(4)) and "step 4" not in text
+    assert "4-1: ft" in capsys.readouterr().err
+    assert main([*base, "--tasks", "4-1"]) == 2  # not an ISPRS task
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(["experiment", "--dataset", "data/prepared", "--dataset-name", "loveda"]) == 2
+    assert "go with --compile-pipeline" in capsys.readouterr().err
