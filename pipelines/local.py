@@ -128,6 +128,8 @@ def run_local(task: str, *, arguments: dict[str, Any], output: str | Path, num_s
     from kfp import local
 
     from cdseg.errors import ConfigError
+    from cdseg.utils.processes import no_orphans
+    from cdseg.utils.signals import terminate_as_exception
 
     if not arguments.get("source"):
         raise ConfigError("the pipeline needs source, the release folder (cdseg synth writes one)")
@@ -148,7 +150,9 @@ def run_local(task: str, *, arguments: dict[str, Any], output: str | Path, num_s
     before = {p.name for p in root.iterdir()}
     t0 = time.monotonic()
     labels = task_labels(pipeline)
-    with _captured(log_file, progress, echo, labels) as tee:
+    # SIGTERM stops the run like Ctrl-C, and an interrupted run must not leave its current task's process running
+    # (KFP's runner does not stop it)
+    with terminate_as_exception(), no_orphans(), _captured(log_file, progress, echo, labels) as tee:
         result = pipeline(**arguments)
     wall = time.monotonic() - t0
     new = sorted((p for p in root.iterdir() if p.name not in before), key=lambda p: p.stat().st_mtime)

@@ -20,6 +20,7 @@ from typing import Any
 
 from cdseg import storage as store
 from cdseg.experiment.config import ExperimentConfig
+from cdseg.utils.processes import stop_descendants
 
 log = logging.getLogger("cdseg.experiment")
 
@@ -136,7 +137,15 @@ def _run_steps(cfg_json: str, cell: Cell, steps: list[int], step0_from: Cell) ->
 
 
 def run_grid(cfg: ExperimentConfig, progress: Callable[[str], None] = log.info) -> dict[str, int]:
-    """Run every cell (step-0 providers first); returns counts of steps run and skipped."""
+    """Run every cell (step-0 providers first); returns counts of steps run and skipped. SIGTERM stops it as
+    Ctrl-C does (worker processes stopped; every interrupted step resumes on the next run)."""
+    from cdseg.utils.signals import terminate_as_exception
+
+    with terminate_as_exception():
+        return _run_grid(cfg, progress)
+
+
+def _run_grid(cfg: ExperimentConfig, progress: Callable[[str], None]) -> dict[str, int]:
     providers = step0_providers(cfg)
     all_cells = cells(cfg)
     phases = [
@@ -157,12 +166,18 @@ def run_grid(cfg: ExperimentConfig, progress: Callable[[str], None] = log.info) 
         threads = max(1, (os.cpu_count() or 1) // cfg.workers)
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(threads,))
+        try:
             futures = {pool.submit(_run_steps, cfg_json, c, steps, providers[c]): (c, steps) for c, steps in work}
             for future, (c, steps) in futures.items():
                 ran += future.result()
                 progress(f"{c.task} {c.name} seed {c.seed}: steps {steps[0]}..{steps[-1]} ready")
+        except BaseException:  # an interrupt or a failed run: stop the others now (each resumes on the next run)
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_descendants()
+            raise
+        pool.shutdown()
     return {"steps": total, "ran": ran, "skipped": total - ran}
 
 

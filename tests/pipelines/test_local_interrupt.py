@@ -1,0 +1,82 @@
+"""An interrupted local pipeline run stops the task process it started (KFP's runner leaves it running)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from test_pipeline_local import TINY
+
+from cdseg.utils.processes import descendants, stop_descendants
+
+
+def _session(sid: int) -> list[int]:
+    """Live processes of a session (from /proc), zombies excluded."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_descendants_are_found_and_stopped() -> None:
+    shell = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(descendants()) < 3 and time.monotonic() < deadline:  # the shell and its two sleeps
+            time.sleep(0.02)
+        tree = descendants()
+        assert shell.pid in tree and len(tree) >= 3
+        assert tree.index(shell.pid) < min(tree.index(p) for p in tree if p != shell.pid)  # parents first
+        stopped = stop_descendants(grace_s=5)
+        assert set(tree) <= set(stopped)
+        shell.wait(timeout=10)
+        assert descendants() == []
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+
+
+def test_sigterm_to_a_local_pipeline_run_leaves_no_task_running(synth_release: Path, tmp_path: Path) -> None:
+    params = {k: v for k, v in TINY.items()}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "cdseg", "pipeline", "run", "--task", "222a", "--source",
+                             str(synth_release), "--method", "ft", "--params", json.dumps(params), "--output",
+                             str(tmp_path / "run"), "--no-caching", "--local"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        task = None
+        while task is None and time.monotonic() < deadline and proc.poll() is None:
+            task = next((p for p in _session(proc.pid) if "kfp.dsl.executor_main" in _cmdline(p)), None)
+            time.sleep(0.05)
+        assert task is not None, "no pipeline task started"
+        os.kill(proc.pid, signal.SIGTERM)  # what Kubernetes (or a user's kill) sends to the main process
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 20
+    while _session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [_cmdline(p)[:120] for p in _session(proc.pid)]
+    assert left == [], f"processes left running: {left}"
