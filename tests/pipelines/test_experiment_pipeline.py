@@ -269,7 +269,7 @@ def test_kfp_local_runner_runs_the_grid(synth_release: Path, tmp_path: Path) -> 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                enable_caching=False, raise_on_error=True)
     result = pipeline(source=str(synth_release), seeds=[3, 4], launch_mode="local",
-                      prepare_options={"patch_size": 128, "overlap": 0, "val_count": 1},
+                      config={"prepare_options": {"patch_size": 128, "overlap": 0, "val_count": 1}},
                       test_options={"eval.window": 128, "eval.overlap": 0, "eval.previews": 0, "scenes": ["2_13"]})
     report = Path(result.output.path)
     rows = json.loads((report / "results.json").read_text())
