@@ -14,7 +14,7 @@ def configure(
     launch_mode: str = "auto",
     accelerator_type: str = "",
     accelerator_count: int = 0,
-) -> NamedTuple("Settings", [  # noqa: UP014 (KFP reads this form)
+) -> NamedTuple("Settings", [  # type: ignore[valid-type]  # noqa: UP014 (the form KFP reads)
     ("prepare_options", dict), ("data_uri", str), ("namespace", str), ("job_cpu", str), ("job_memory", str),
     ("job_timeout_s", int), ("pending_timeout_s", int), ("queue", str), ("priority_class", str),
     ("node_selector", dict), ("tolerations", list), ("prepare_cpu", str), ("prepare_memory", str),

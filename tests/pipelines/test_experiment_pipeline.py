@@ -138,6 +138,11 @@ def test_every_pipeline_parameter_has_a_description(spec: dict[str, Any]) -> Non
     assert not missing, f"experiment pipeline parameters without a description: {missing}"
     assert "defaultValue" not in params["source"]
     assert params["train_options"]["defaultValue"] == {} and params["test_options"]["defaultValue"] == {"split": "test"}
+    # the form: what people change per run; the rest is config (checked by the configure task, first)
+    assert sorted(params) == sorted(["source", "seeds", "train_options", "test_options", "image", "launch_mode", "nproc",
+                                     "num_workers", "gpus_per_node", "accelerator_type", "accelerator_count", "workdir",
+                                     "config"])
+    assert "dependentTasks" not in spec["root"]["dag"]["tasks"]["configure"]
 
 
 def test_step0_groups_follow_the_step0_fingerprint() -> None:
