@@ -66,7 +66,7 @@ class BuildOptions:
 #: descriptions of the run parameters the task pipeline and the experiment pipeline share (the UI shows them)
 PARAM_DOCS: dict[str, str] = {
     "source": "the release (zips or folders) or generated scenes to prepare: a path or s3:// URI.",
-    "image": "container image of the prepare, evaluate and report tasks and of the training jobs.",
+    "image": "container image of the configure, prepare, evaluate and report tasks and of the training jobs.",
     "launch_mode": (
         "where each step trains: auto (a Kubeflow Trainer TrainJob, else a PyTorchJob, whichever the "
         "cluster serves), trainjob, pytorchjob, or local (in the train task's own pod: then set "
