@@ -82,24 +82,27 @@ class DemoConfig(Section):
         return list(self.compare) or [self.method]
 
     def arguments(self, source: str, method: str) -> dict[str, Any]:
-        """Pipeline arguments of one method's run (demo defaults < --params)."""
+        """Pipeline arguments of one method's run (demo defaults < --params; former parameter names are moved to
+        config / train_options first, as for `cdseg pipeline run`)."""
+        from pipelines.params import migrate_arguments
+
         train_options = {"model.encoder": self.encoder, "model.pretrained": False, "trainer.max_iters": self.iterations,
                          "trainer.max_iters_by_step": {str(k): v for k, v in self.iterations_by_step.items()},
-                         "trainer.patience": 0, "data.workers": 0, "seed": self.seed}
+                         "trainer.patience": 0, "data.workers": 0, "seed": self.seed, "data.crop_size": self.crop_size}
         args: dict[str, Any] = {
             "source": source, "method": method, "epochs": 1000, "batch_size": self.batch_size,  # max_iters ends it
-            "crop_size": self.crop_size,
-            "prepare_options": {"patch_size": 128, "overlap": 0, "val_count": 1},
             "test_options": {"eval.window": 256, "eval.overlap": 64, "eval.previews": 2},
         }
-        extra = dict(self.params)
-        for key in ("prepare_options", "test_options"):
-            args[key] = {**args[key], **extra.pop(key, {})}
-        args["train_options"] = {**train_options, **extra.pop("train_options", {})}
+        prepare_options = {"patch_size": 128, "overlap": 0, "val_count": 1}
+        extra = migrate_arguments(dict(self.params))
         for key in ("source", "method"):
             if key in extra:
                 raise ConfigError(f"--params sets {key!r}; the demo sets it (use --method / --compare)")
-        return {**args, **extra}
+        config = dict(extra.pop("config", {}))
+        config["prepare_options"] = {**prepare_options, **config.get("prepare_options", {})}
+        args["test_options"] = {**args["test_options"], **extra.pop("test_options", {})}
+        args["train_options"] = {**train_options, **extra.pop("train_options", {})}
+        return {**args, **extra, "config": config}
 
 
 @dataclass
@@ -146,7 +149,7 @@ def step0_key(args: dict[str, Any], task: str) -> str:
     from cdseg.config import load_config
     from cdseg.train.config import TrainConfig, step0_fingerprint
 
-    hp = {"trainer.epochs": args["epochs"], "trainer.batch_size": args["batch_size"], "data.crop_size": args["crop_size"]}
+    hp = {"trainer.epochs": args["epochs"], "trainer.batch_size": args["batch_size"]}
     cli = {**hp, **args.get("train_options", {}), "method": args["method"], "task.name": task, "task.step": 0}
     return step0_fingerprint(load_config(TrainConfig, cli=cli))
 

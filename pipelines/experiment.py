@@ -22,12 +22,13 @@ from kfp import dsl
 from components.evaluate import evaluate
 from components.experiment import experiment_cell, experiment_gather, experiment_report
 from components.prepare import prepare
-from components.settings import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE
+from components.settings import DEFAULT_IMAGE
 from components.train import train_step
 from pipelines.factory import (
     REPORT_CPU,
     REPORT_MEMORY,
     BuildOptions,
+    configure_task,
     num_steps_of,
     task_settings,
     train_placement,
@@ -47,10 +48,6 @@ EXPERIMENT_DOCS: dict[str, str] = {
     "test_options": (
         "cdseg test options of every evaluation as dotted keys (default: the compiled --split and --eval "
         "options), e.g. {\"split\": \"val\"} to choose settings on validation scenes."
-    ),
-    "keep_pushed_metrics": (
-        "keep the evaluation metrics pushed to the Pushgateway (one group per cell and step) after the "
-        "report (default: the report deletes them)."
     ),
 }
 
@@ -134,35 +131,20 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
         seeds: list = seeds_default,
         train_options: dict = train_default,
         test_options: dict = test_default,
-        prepare_options: dict = {},  # noqa: B006
         image: str = DEFAULT_IMAGE,
         launch_mode: str = "auto",
         nproc: int = 1,
         num_workers: int = 0,
         gpus_per_node: int = 0,
-        job_cpu: str = "",
-        job_memory: str = "",
-        namespace: str = "",
-        workdir: str = "",
-        data_uri: str = "",
-        job_timeout_s: int = 86400,
-        prepare_cpu: str = "4",
-        prepare_memory: str = "16Gi",
-        train_task_cpu: str = "100m",
-        train_task_memory: str = "256Mi",
-        train_task_image: str = DEFAULT_CPU_IMAGE,
         accelerator_type: str = "nvidia.com/gpu",
         accelerator_count: int = 0,
-        evaluate_cpu: str = "4",
-        evaluate_memory: str = "16Gi",
-        node_selector: dict = {},  # noqa: B006
-        tolerations: list = [],  # noqa: B006
-        queue: str = "",
-        priority_class: str = "",
-        pending_timeout_s: int = 1800,
-        keep_pushed_metrics: bool = False,
+        workdir: str = "",
+        config: dict = {},  # noqa: B006
     ) -> dsl.Artifact:
         # the docstring (the UI's parameter descriptions) is built from PARAM_DOCS and EXPERIMENT_DOCS
+        run = configure_task(opts, config=config, launch_mode=launch_mode, accelerator_type=accelerator_type,
+                             accelerator_count=accelerator_count, image=image)
+        conf = run.outputs  # the validated config options (cfg is the grid)
 
         def common(t: Any, name: str, cpu: Any = REPORT_CPU, memory: Any = REPORT_MEMORY, task_image: Any = image) -> Any:
             return task_settings(t, opts, name=name, image=task_image, cpu=cpu, memory=memory)
@@ -178,22 +160,23 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
             tr = train_step(
                 task=task, step=step, method=cfg.method_of(name), data=data,
                 options={**cfg.variants.get(name, {}), "seed": seed}, hparams=train_options,
-                launch_mode=launch_mode, nproc=nproc, image=image, namespace=namespace, workdir=workdir,
-                num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=job_cpu, memory=job_memory,
-                node_selector=node_selector, tolerations=tolerations, job_timeout_s=job_timeout_s, run_id=run_id,
-                pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount, queue=queue, priority_class=priority_class,
-                pending_timeout_s=pending_timeout_s, **kwargs,
+                launch_mode=launch_mode, nproc=nproc, image=image, namespace=conf["namespace"], workdir=workdir,
+                num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=conf["job_cpu"], memory=conf["job_memory"],
+                node_selector=conf["node_selector"], tolerations=conf["tolerations"], job_timeout_s=conf["job_timeout_s"],
+                run_id=run_id, pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount, queue=conf["queue"],
+                priority_class=conf["priority_class"], pending_timeout_s=conf["pending_timeout_s"], **kwargs,
             )
-            common(tr, f"train {task} {name} step {step}", train_task_cpu, train_task_memory, train_task_image)
-            train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)
+            common(tr, f"train {task} {name} step {step}", conf["train_task_cpu"], conf["train_task_memory"],
+                   conf["train_task_image"])
+            train_placement(tr, run)
             earlier: dict[str, Any] = {"earlier": history} if history is not None else {}
             ev = evaluate(data=data, model=tr.outputs["model"], options=test_options, method=name, run_id=run_id,
                           **earlier)
-            common(ev, f"evaluate {task} {name} step {step}", evaluate_cpu, evaluate_memory)
+            common(ev, f"evaluate {task} {name} step {step}", conf["evaluate_cpu"], conf["evaluate_memory"])
             return tr.outputs["model"], ev.outputs["history"]
 
-        prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare",
-                      prepare_cpu, prepare_memory)
+        prep = common(prepare(source=source, options=conf["prepare_options"], output_uri=conf["data_uri"]), "prepare",
+                      conf["prepare_cpu"], conf["prepare_memory"])
         data = prep.outputs["dataset"]
         gathered = None
         for i, group in enumerate(groups):
@@ -216,7 +199,7 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
             else:
                 rep = common(experiment_report(cells=dsl.Collected(rows), tasks=tasks, names=names,
                                                confidence=cfg.confidence, command=command,
-                                               keep_pushed_metrics=keep_pushed_metrics, **more), "report")
+                                               keep_pushed_metrics=conf["keep_pushed_metrics"], **more), "report")
         return rep.outputs["report_dir"]
 
     with_param_docs(cdseg_experiment, "Every cell of the grid (task x method or variant x seed), trained step by "

@@ -9,10 +9,12 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Model
 from kfp.dsl.pipeline_channel import PipelineChannel
 
-from components import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, RECIPE_DEFAULT
+from components import DEFAULT_IMAGE, RECIPE_DEFAULT
+from components.configure import configure
 from components.evaluate import evaluate
 from components.prepare import prepare
 from components.report import report
+from components.run_config import CONFIG_KEYS
 from components.train import train_step
 
 #: the tasks whose compiled pipeline is checked in, as (dataset, task): pipelines/compiled/<task>.yaml (the ISPRS
@@ -28,15 +30,14 @@ HPARAMS: dict[str, str] = {
     "epochs": "trainer.epochs",
     "batch_size": "trainer.batch_size",
     "lr": "optimizer.lr",
-    "patience": "trainer.patience",
-    "crop_size": "data.crop_size",
-    "in_channels": "in_channels",
 }
 
 #: credentials and storage settings every task gets as environment variables (k8s/base: Secret cdseg-s3,
 #: ConfigMap cdseg-defaults), so s3:// URIs work in the component pods as in the trainer pods
 #: the report task only reads metrics.json files and draws a few plots
 REPORT_CPU, REPORT_MEMORY = "500m", "1Gi"
+#: the configure task only validates the config parameter
+CONFIGURE_CPU, CONFIGURE_MEMORY = "200m", "512Mi"
 
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 CONFIG_MAP_KEYS = ("CDSEG_STORAGE__ENDPOINT_URL", "CDSEG_STORAGE__REGION", "CDSEG_METRICS__PUSHGATEWAY")
@@ -65,46 +66,26 @@ class BuildOptions:
 #: descriptions of the run parameters the task pipeline and the experiment pipeline share (the UI shows them)
 PARAM_DOCS: dict[str, str] = {
     "source": "the release (zips or folders) or generated scenes to prepare: a path or s3:// URI.",
-    "prepare_options": "other cdseg prepare options as dotted keys, e.g. {\"patch_size\": 512}.",
-    "image": "container image of the prepare, evaluate and report tasks and of the training jobs.",
+    "image": "container image of the configure, prepare, evaluate and report tasks and of the training jobs.",
     "launch_mode": (
         "where each step trains: auto (a Kubeflow Trainer TrainJob, else a PyTorchJob, whichever the "
-        "cluster serves), trainjob, pytorchjob, or local (in the train task's own pod: then raise "
-        "train_task_cpu / train_task_memory, set train_task_image to image, and accelerator_count for "
-        "GPUs)."
+        "cluster serves), trainjob, pytorchjob, or local (in the train task's own pod: then set "
+        "accelerator_count for GPUs, and config's train_task_cpu / train_task_memory / train_task_image)."
     ),
     "nproc": "training processes per node (torchrun), one per GPU.",
     "num_workers": "training job nodes besides the first (job modes).",
     "gpus_per_node": "GPUs per training job pod (0: CPU with gloo).",
-    "job_cpu": "CPU limit per training job pod, e.g. \"8\" (empty: none).",
-    "job_memory": "memory limit per training job pod, e.g. \"32Gi\" (empty: none).",
-    "namespace": "namespace of the training jobs (empty: the namespace the pipeline runs in).",
     "workdir": "storage the jobs share with the pipeline: an s3:// prefix or a path on a mounted PVC.",
-    "data_uri": "where prepare writes the dataset (empty: a pipeline artifact).",
-    "job_timeout_s": "budget of one training step in seconds: the job's deadline and the wait limit.",
-    "prepare_cpu": "CPU request and limit of the prepare task (it reads and re-tiles the release).",
-    "prepare_memory": "memory request and limit of the prepare task.",
-    "train_task_cpu": (
-        "CPU request and limit of each train task's own pod: in the job modes it only creates and watches "
-        "the job (100m is plenty); with launch_mode=local it trains, e.g. \"8\"."
-    ),
-    "train_task_memory": "memory request and limit of each train task's own pod (\"16Gi\" or more for local).",
-    "train_task_image": (
-        "image of each train task's own pod: the small CPU image for the job modes; the project's image "
-        "(as image) for launch_mode=local."
-    ),
     "accelerator_type": "accelerator resource of the train tasks' own pods (launch_mode=local), e.g. nvidia.com/gpu.",
     "accelerator_count": (
-        "accelerators per train task pod (launch_mode=local; 0: none). The jobs' pods take gpus_per_node "
-        "instead."
+        "accelerators per train task pod (launch_mode=local; 0: none, and no accelerator limit is set). The "
+        "jobs' pods take gpus_per_node instead."
     ),
-    "evaluate_cpu": "CPU request and limit of each evaluate task (whole-scene inference).",
-    "evaluate_memory": "memory request and limit of each evaluate task.",
-    "node_selector": "node labels for the training jobs' pods, e.g. {\"nvidia.com/gpu.product\": \"NVIDIA-H100\"}.",
-    "tolerations": "tolerations (Kubernetes objects) for the training jobs' pods.",
-    "queue": "Kueue LocalQueue of the training jobs (empty: none).",
-    "priority_class": "PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob) of the jobs.",
-    "pending_timeout_s": "fail a step, deleting its job, when its pods have not started by then (seconds).",
+    "config": (
+        "the rarely-changed options, one JSON object; every key is optional, e.g. {\"prepare_cpu\": \"8\", "
+        "\"node_selector\": {\"pool\": \"gpu\"}}. Keys: " + ", ".join(CONFIG_KEYS) + " (docs/pipelines.md, "
+        "The config parameter). The run's first task checks them."
+    ),
 }
 
 #: descriptions of the task pipeline's own run parameters
@@ -116,16 +97,12 @@ PIPELINE_DOCS: dict[str, str] = {
     ),
     "batch_size": "images per iteration and process (0: the recipe's, 8).",
     "lr": "the optimizer's peak learning rate (0: the recipe's, 0.001).",
-    "patience": "validations without improvement before early stopping (-1: the recipe's, 25; 0: never stop).",
-    "crop_size": "side of the square training crop in pixels (0: the recipe's, 512).",
-    "in_channels": "use the first N bands of the prepared data (3: RGB, 4: RGB + infrared; 0: the recipe's, 3).",
-    "train_options": "other cdseg train options as dotted keys, e.g. {\"trainer.max_iters\": 320}.",
+    "train_options": (
+        "other cdseg train options as dotted keys, e.g. {\"trainer.max_iters\": 320, \"trainer.patience\": 10, "
+        "\"data.crop_size\": 256, \"in_channels\": 4}."
+    ),
     "test_options": "other cdseg test options as dotted keys, e.g. {\"eval.tta\": true}.",
     "step0_model": "the step-0 checkpoint URI imported instead of training step 0.",
-    "keep_pushed_metrics": (
-        "keep the evaluation metrics pushed to the Pushgateway after the report (default: the report "
-        "deletes this run's groups)."
-    ),
 }
 
 
@@ -166,12 +143,27 @@ def task_settings(t: Any, opts: BuildOptions, *, name: str, image: Any, cpu: Any
     return t
 
 
-def train_placement(t: Any, accelerator_type: Any, accelerator_count: Any, node_selector: Any, tolerations: Any) -> Any:
-    """A train task's accelerators (its own pod, launch_mode=local) and the placement its jobs share."""
-    t.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
-    _register(t, accelerator_type, accelerator_count)
-    kubernetes.add_node_selector_json(t, node_selector)
-    kubernetes.add_toleration_json(t, tolerations)
+def configure_task(opts: BuildOptions, *, config: Any, launch_mode: Any, accelerator_type: Any,
+                   accelerator_count: Any, image: Any) -> Any:
+    """The run's first task: validates `config` (one line and the fix when bad; nothing else starts) and outputs
+    each option for the tasks and pod settings that use it (components.run_config.OUTPUTS)."""
+    t = configure(config=config, launch_mode=launch_mode, accelerator_type=accelerator_type,
+                  accelerator_count=accelerator_count)
+    return task_settings(t, opts, name="configure", image=image, cpu=CONFIGURE_CPU, memory=CONFIGURE_MEMORY)
+
+
+def train_placement(t: Any, settings: Any) -> Any:
+    """A train task's accelerators (its own pod, launch_mode=local) and the placement its jobs share.
+
+    The accelerator type and count come from the configure task as strings, both empty without accelerators:
+    the KFP backend resolves a placeholder to the parameter's *string* value and skips the accelerator when the
+    type is empty, so a CPU run sets no accelerator limit (an int parameter would resolve to "" even for 1).
+    """
+    acc_type, acc_count = settings.outputs["accelerator_type"], settings.outputs["accelerator_count"]
+    t.set_accelerator_type(acc_type).set_accelerator_limit(acc_count)
+    _register(t, acc_type, acc_count)
+    kubernetes.add_node_selector_json(t, settings.outputs["node_selector"])
+    kubernetes.add_toleration_json(t, settings.outputs["tolerations"])
     return t
 
 
@@ -217,49 +209,30 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         epochs: int = hp["epochs"],
         batch_size: int = hp["batch_size"],
         lr: float = hp["lr"],
-        patience: int = hp["patience"],
-        crop_size: int = hp["crop_size"],
-        in_channels: int = hp["in_channels"],
         train_options: dict = {},  # noqa: B006
-        prepare_options: dict = {},  # noqa: B006
         test_options: dict = {},  # noqa: B006
         image: str = DEFAULT_IMAGE,
         launch_mode: str = "auto",
         nproc: int = 1,
         num_workers: int = 0,
         gpus_per_node: int = 0,
-        job_cpu: str = "",
-        job_memory: str = "",
-        namespace: str = "",
-        workdir: str = "",
-        data_uri: str = "",
-        job_timeout_s: int = 86400,
-        prepare_cpu: str = "4",
-        prepare_memory: str = "16Gi",
-        train_task_cpu: str = "100m",
-        train_task_memory: str = "256Mi",
-        train_task_image: str = DEFAULT_CPU_IMAGE,
         accelerator_type: str = "nvidia.com/gpu",
         accelerator_count: int = 0,
-        evaluate_cpu: str = "4",
-        evaluate_memory: str = "16Gi",
-        node_selector: dict = {},  # noqa: B006
-        tolerations: list = [],  # noqa: B006
-        queue: str = "",
-        priority_class: str = "",
-        pending_timeout_s: int = 1800,
-        keep_pushed_metrics: bool = False,
+        workdir: str = "",
+        config: dict = {},  # noqa: B006
         step0_model: str = "",  # last: KFP passes the parameters by position, and it is dropped unless used
     ) -> dsl.Artifact:
         # the docstring (the UI's parameter descriptions) is built from PARAM_DOCS and PIPELINE_DOCS below
-        hparams = {"trainer.epochs": epochs, "trainer.batch_size": batch_size, "optimizer.lr": lr,
-                   "trainer.patience": patience, "data.crop_size": crop_size, "in_channels": in_channels}
+        hparams = {"trainer.epochs": epochs, "trainer.batch_size": batch_size, "optimizer.lr": lr}
+        run = configure_task(opts, config=config, launch_mode=launch_mode, accelerator_type=accelerator_type,
+                             accelerator_count=accelerator_count, image=image)
+        cfg = run.outputs
 
         def common(t: Any, name: str, cpu: Any, memory: Any, task_image: Any = image) -> Any:
             return task_settings(t, opts, name=name, image=task_image, cpu=cpu, memory=memory)
 
-        prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare",
-                      prepare_cpu, prepare_memory)
+        prep = common(prepare(source=source, options=cfg["prepare_options"], output_uri=cfg["data_uri"]), "prepare",
+                      cfg["prepare_cpu"], cfg["prepare_memory"])
         data = prep.outputs["dataset"]
         history = None
         prev = None
@@ -272,22 +245,23 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                 kwargs: dict[str, Any] = {"prev_model": prev} if prev is not None else {}
                 tr = train_step(
                     task=task, step=k, method=method, data=data, options=train_options, hparams=hparams,
-                    launch_mode=launch_mode, nproc=nproc, image=image, namespace=namespace, workdir=workdir,
-                    num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=job_cpu, memory=job_memory,
-                    node_selector=node_selector, tolerations=tolerations, job_timeout_s=job_timeout_s,
-                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount,
-                    queue=queue, priority_class=priority_class, pending_timeout_s=pending_timeout_s, **kwargs,
+                    launch_mode=launch_mode, nproc=nproc, image=image, namespace=cfg["namespace"], workdir=workdir,
+                    num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=cfg["job_cpu"], memory=cfg["job_memory"],
+                    node_selector=cfg["node_selector"], tolerations=cfg["tolerations"],
+                    job_timeout_s=cfg["job_timeout_s"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pvc_name=opts.pvc_name,
+                    pvc_mount=opts.pvc_mount, queue=cfg["queue"], priority_class=cfg["priority_class"],
+                    pending_timeout_s=cfg["pending_timeout_s"], **kwargs,
                 )
-                common(tr, f"train step {k}", train_task_cpu, train_task_memory, train_task_image)
-                train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)
+                common(tr, f"train step {k}", cfg["train_task_cpu"], cfg["train_task_memory"], cfg["train_task_image"])
+                train_placement(tr, run)
                 model = tr.outputs["model"]
             earlier: dict[str, Any] = {"earlier": history} if history is not None else {}
             ev = common(evaluate(data=data, model=model, options=test_options, method=method,
                                  run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **earlier), f"evaluate step {k}",
-                        evaluate_cpu, evaluate_memory)
+                        cfg["evaluate_cpu"], cfg["evaluate_memory"])
             history = ev.outputs["history"]
             prev = model
-        rep = common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=keep_pushed_metrics,
+        rep = common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=cfg["keep_pushed_metrics"],
                             history=history), "report", REPORT_CPU, REPORT_MEMORY)
         return rep.outputs["report_dir"]
 

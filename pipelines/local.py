@@ -133,8 +133,10 @@ def run_local(task: str, *, arguments: dict[str, Any], output: str | Path, num_s
 
     if not arguments.get("source"):
         raise ConfigError("the pipeline needs source, the release folder (cdseg synth writes one)")
+    from pipelines.params import migrate_arguments
+
     # the compiled pipeline's default is a cluster job (auto); a local run trains in its own processes
-    arguments = {"launch_mode": "local", **arguments}
+    arguments = migrate_arguments({"launch_mode": "local", **arguments})
     if arguments["launch_mode"] != "local":
         raise ConfigError(f"launch_mode={arguments['launch_mode']!r}: a local pipeline run trains in its own "
                           "processes; use launch_mode=local (job modes need a cluster: cdseg pipeline submit)")

@@ -69,15 +69,20 @@ class RunParams(Section):
                                    "docs/pipelines.md lists them")
 
     def arguments(self) -> dict[str, Any]:
-        """The pipeline arguments."""
+        """The pipeline arguments (parameters that moved into config / train_options are moved there; config is
+        validated here, before anything runs)."""
+        from pipelines.params import migrate_arguments
+
         if not self.source:
             raise ConfigError("--source is empty; give the release folder or URI (cdseg synth writes one)")
         for key in ("source", "method"):
             if key in self.params:
                 raise ConfigError(f"--params sets {key!r}; use --{key} instead")
-        args = {"source": self.source, "method": self.method, **self.params}
+        args = migrate_arguments({"source": self.source, "method": self.method, **self.params})
         if self.dataset_def:
-            args["prepare_options"] = {**args.get("prepare_options", {}), "dataset_def": self.dataset_def}
+            config = dict(args.get("config", {}))
+            config["prepare_options"] = {**config.get("prepare_options", {}), "dataset_def": self.dataset_def}
+            args["config"] = config
         return args
 
 
@@ -192,6 +197,6 @@ COMMANDS = {
         "its id, plus the equivalent `kfp run create` command.",
         epilog="example:\n  cdseg pipeline submit --host http://localhost:8080 --task 222a --method mib-cd \\\n"
         "      --source s3://cdseg/potsdam --params '{\"launch_mode\": \"pytorchjob\", "
-        "\"workdir\": \"s3://cdseg/work\", \"gpus_per_node\": 1}'",
+        "\"workdir\": \"s3://cdseg/work\", \"gpus_per_node\": 1, \"config\": {\"queue\": \"gpu\"}}'",
     ),
 }

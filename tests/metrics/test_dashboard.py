@@ -93,6 +93,17 @@ def test_scraped_series_follow_the_namespace_and_run_variables() -> None:
         assert 'namespace=~"$namespace"' in m.group(2) and 'cdseg_io_run=~"$run"' in m.group(2), m.group(0)
 
 
+def test_pushed_series_follow_the_run_variable() -> None:
+    # pushed groups are keyed by run = the KFP run id, the value the trainer pods carry as cdseg_io_run, so the
+    # run variable selects a run's pushed test results and step durations too (their namespace is the gateway's)
+    board = json.loads(DASHBOARD.read_text())
+    selectors = [m for e in _exprs(board) for m in re.finditer(r"(cdseg_[a-z_]+)\{([^{}]*)\}", e)]
+    pushed = [m for m in selectors if m.group(1).startswith("cdseg_job_") or 'split="test"' in m.group(2)]
+    assert len(pushed) >= 3
+    for m in pushed:
+        assert 'run=~"$run"' in m.group(2), m.group(0)
+
+
 def test_the_checker_catches_a_typo() -> None:
     assert _metric_names('sum by (term) (rate(cdseg_train_los{task="$task"}[5m]))') == {"cdseg_train_los"}
     assert "cdseg_train_los" not in exported_names()

@@ -15,9 +15,9 @@ from cdseg.metrics.config import MetricsConfig
 from .conftest import http_get
 
 TINY = {
-    "epochs": 1, "batch_size": 2, "crop_size": 64,
-    "prepare_options": {"patch_size": 128, "overlap": 0, "val_count": 1},
-    "train_options": {"model.encoder": "resnet10t", "model.pretrained": False, "model.norm": "bn",
+    "epochs": 1, "batch_size": 2,
+    "config": {"prepare_options": {"patch_size": 128, "overlap": 0, "val_count": 1}},
+    "train_options": {"model.encoder": "resnet10t", "model.pretrained": False, "model.norm": "bn", "data.crop_size": 64,
                       "trainer.limit_batches": 1, "trainer.limit_val_batches": 1, "data.workers": 0},
     "test_options": {"eval.window": 128, "eval.overlap": 0, "eval.previews": 0, "scenes": ["2_13"]},
 }
@@ -43,8 +43,9 @@ def test_local_pipeline_pushes_under_the_run_id_and_the_report_deletes(
     monkeypatch.setenv("CDSEG_METRICS__PUSHGATEWAY", pushgateway)  # as the ConfigMap gives every task
     pushes, deletes = _requests(pushgateway, "push"), _requests(pushgateway, "delete")
     before = _groups(pushgateway)
-    run = run_local("222a", arguments={"source": str(synth_release), "method": "mib", "keep_pushed_metrics": keep,
-                                       **TINY}, num_steps=1, output=tmp_path / "p", caching=False)
+    config = {**TINY["config"], "keep_pushed_metrics": keep}
+    run = run_local("222a", arguments={"source": str(synth_release), "method": "mib", **TINY, "config": config},
+                    num_steps=1, output=tmp_path / "p", caching=False)
     assert [m["step"] for m in run.metrics] == [0]
     assert _requests(pushgateway, "push") > pushes, "the evaluate task pushed nothing"
     groups = [g for g in _groups(pushgateway) if g not in before]  # the module's gateway is shared

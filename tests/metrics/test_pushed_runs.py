@@ -52,7 +52,9 @@ def test_compiled_pipeline_wires_the_run_id_and_the_gateway_url() -> None:
              if name.startswith(("evaluate", "report"))}
     assert len(wired) == 4, "three evaluate tasks and the report"  # 321 has three steps
     assert all(v == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}} for v in wired.values()), wired
-    assert "keep_pushed_metrics" in spec["root"]["inputDefinitions"]["parameters"]
+    # keep_pushed_metrics is a config key: the report reads the value the configure task validated
+    assert tasks["report"]["inputs"]["parameters"]["keep_pushed_metrics"] == {
+        "taskOutputParameter": {"outputParameterKey": "keep_pushed_metrics", "producerTask": "configure"}}
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, executor in executors.items():
         keys = {k["configMapKey"] for cm in executor.get("configMapAsEnv", []) for k in cm["keyToEnv"]}

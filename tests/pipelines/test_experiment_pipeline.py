@@ -138,6 +138,11 @@ def test_every_pipeline_parameter_has_a_description(spec: dict[str, Any]) -> Non
     assert not missing, f"experiment pipeline parameters without a description: {missing}"
     assert "defaultValue" not in params["source"]
     assert params["train_options"]["defaultValue"] == {} and params["test_options"]["defaultValue"] == {"split": "test"}
+    # the form: what people change per run; the rest is config (checked by the configure task, first)
+    assert sorted(params) == sorted(["source", "seeds", "train_options", "test_options", "image", "launch_mode", "nproc",
+                                     "num_workers", "gpus_per_node", "accelerator_type", "accelerator_count", "workdir",
+                                     "config"])
+    assert "dependentTasks" not in spec["root"]["dag"]["tasks"]["configure"]
 
 
 def test_step0_groups_follow_the_step0_fingerprint() -> None:
@@ -269,7 +274,7 @@ def test_kfp_local_runner_runs_the_grid(synth_release: Path, tmp_path: Path) -> 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                enable_caching=False, raise_on_error=True)
     result = pipeline(source=str(synth_release), seeds=[3, 4], launch_mode="local",
-                      prepare_options={"patch_size": 128, "overlap": 0, "val_count": 1},
+                      config={"prepare_options": {"patch_size": 128, "overlap": 0, "val_count": 1}},
                       test_options={"eval.window": 128, "eval.overlap": 0, "eval.previews": 0, "scenes": ["2_13"]})
     report = Path(result.output.path)
     rows = json.loads((report / "results.json").read_text())

@@ -82,21 +82,27 @@ def test_chain_of_steps(tmp_path: Path, dataset: str, task_name: str) -> None:
     assert spec["pipelineInfo"]["name"] == f"cdseg-{task_name}"
 
 
+#: the run form: the parameters people change, and `config` for the rest (components.run_config.RunConfig)
+FORM = ["source", "method", "epochs", "batch_size", "lr", "train_options", "test_options", "image", "launch_mode",
+        "nproc", "num_workers", "gpus_per_node", "accelerator_type", "accelerator_count", "workdir", "config"]
+
+
 def test_parameters_and_defaults(tmp_path: Path) -> None:
-    from components import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, RECIPE_DEFAULT
+    from components import DEFAULT_IMAGE, RECIPE_DEFAULT
     from pipelines.factory import HPARAMS
 
     spec = compile_docs(tmp_path, "222a")[0]
     params = spec["root"]["inputDefinitions"]["parameters"]
+    assert sorted(params) == sorted(FORM), "the form holds the often-changed parameters; the rest go in config"
     assert "defaultValue" not in params["source"], "the release has no sensible default: it is required"
     defaults = {k: v.get("defaultValue") for k, v in params.items()}
     assert defaults["method"] == "mib-cd"
     assert defaults["launch_mode"] == "auto", "a UI run trains as a cluster job; its train task only watches it"
-    assert defaults["image"] == DEFAULT_IMAGE and defaults["train_task_image"] == DEFAULT_CPU_IMAGE
-    assert (defaults["train_task_cpu"], defaults["train_task_memory"]) == ("100m", "256Mi")
+    assert defaults["image"] == DEFAULT_IMAGE and defaults["config"] == {}
+    assert (defaults["accelerator_type"], defaults["accelerator_count"]) == ("nvidia.com/gpu", 0)
     # the hyper-parameters default to "the recipe's": nothing the form does not show overrides a recipe
     assert {name: defaults[name] for name in HPARAMS} == {name: RECIPE_DEFAULT[path] for name, path in HPARAMS.items()}
-    assert defaults["train_options"] == {} and defaults["node_selector"] == {} and defaults["tolerations"] == []
+    assert defaults["train_options"] == {} and defaults["test_options"] == {}
     assert "step0_model" not in params, "only the import_step0 variant takes a step-0 checkpoint"
     # every train task gets the run-time knobs from the pipeline parameters, not constants
     for _, train in tasks_by_step(spec, "train-step").values():
@@ -124,6 +130,10 @@ def test_the_recipes_values_reach_training_unless_the_form_sets_them() -> None:
 def test_executors_install_nothing_and_each_task_has_its_resources(tmp_path: Path) -> None:
     spec = compile_docs(tmp_path, "222a")[0]
     param = "{{{{$.inputs.parameters['pipelinechannel--{}']}}}}".format
+
+    def option(name: str) -> str:  # a validated config option: an output of the configure task
+        return param(f"configure-{name}")
+
     for name, executor in spec["deploymentSpec"]["executors"].items():
         container = executor["container"]
         text = " ".join(container["command"])
@@ -131,19 +141,20 @@ def test_executors_install_nothing_and_each_task_has_its_resources(tmp_path: Pat
         res = container["resources"]
         kind = name.removeprefix("exec-").rstrip("-0123456789")
         if kind == "train-step":
-            assert container["image"] == param("train_task_image")
-            assert res["resourceCpuRequest"] == res["resourceCpuLimit"] == param("train_task_cpu")
-            assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == param("train_task_memory")
-            assert res["accelerator"] == {"resourceType": param("accelerator_type"),
-                                          "resourceCount": param("accelerator_count")}
-        elif kind == "report":
-            assert container["image"] == param("image")
-            assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == ("500m", "1Gi")
+            assert container["image"] == option("train_task_image")
+            assert res["resourceCpuRequest"] == res["resourceCpuLimit"] == option("train_task_cpu")
+            assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == option("train_task_memory")
+            assert res["accelerator"] == {"resourceType": option("accelerator_type"),
+                                          "resourceCount": option("accelerator_count")}
+        elif kind in ("report", "configure"):
+            assert container["image"] == param("image") and "accelerator" not in res
+            assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == \
+                {"report": ("500m", "1Gi"), "configure": ("200m", "512Mi")}[kind]
         else:
             assert kind in ("prepare", "evaluate"), name
             assert container["image"] == param("image") and "accelerator" not in res
-            assert res["resourceCpuRequest"] == res["resourceCpuLimit"] == param(f"{kind}_cpu")
-            assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == param(f"{kind}_memory")
+            assert res["resourceCpuRequest"] == res["resourceCpuLimit"] == option(f"{kind}_cpu")
+            assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == option(f"{kind}_memory")
 
 
 def test_retries_and_kubernetes_settings(tmp_path: Path) -> None:
@@ -154,8 +165,11 @@ def test_retries_and_kubernetes_settings(tmp_path: Path) -> None:
     trains = tasks_by_step(spec, "train-step")
     for name, _ in trains.values():
         k8s = platform[f"exec-{name}"]
-        assert k8s["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "node_selector"}}
-        assert k8s["tolerations"] == [{"tolerationJson": {"componentInputParameter": "tolerations"}}]
+        configured = {"producerTask": "configure"}
+        assert k8s["nodeSelector"] == {"nodeSelectorJson": {"taskOutputParameter": {
+            **configured, "outputParameterKey": "node_selector"}}}
+        assert k8s["tolerations"] == [{"tolerationJson": {"taskOutputParameter": {
+            **configured, "outputParameterKey": "tolerations"}}}]
         assert k8s["pvcMount"][0]["mountPath"] == "/mnt/cdseg"
     assert platform["exec-prepare"]["pvcMount"][0]["constant"] == "cdseg-work"
 

@@ -15,9 +15,9 @@ import pytest
 
 #: a few iterations per step: seconds of compute per task (most of a task's time is its Python start-up)
 TINY: dict[str, Any] = {
-    "epochs": 1, "batch_size": 2, "crop_size": 64,
-    "prepare_options": {"patch_size": 128, "overlap": 0, "val_count": 1},
-    "train_options": {"model.encoder": "resnet10t", "model.pretrained": False, "model.norm": "bn",
+    "epochs": 1, "batch_size": 2,
+    "config": {"prepare_options": {"patch_size": 128, "overlap": 0, "val_count": 1}},
+    "train_options": {"model.encoder": "resnet10t", "model.pretrained": False, "model.norm": "bn", "data.crop_size": 64,
                       "trainer.limit_batches": 1, "trainer.limit_val_batches": 1, "data.workers": 0},
     "test_options": {"eval.window": 128, "eval.overlap": 0, "eval.previews": 1, "scenes": ["2_13"]},
 }
@@ -47,10 +47,10 @@ def test_every_step_is_evaluated_and_reported(local_run: Any) -> None:
     assert all(m["method"] == "mib-cd" and m["task"] == "222a" for m in local_run.metrics)
     assert (local_run.report_dir / "report.html").is_file() and (local_run.report_dir / "report.md").is_file()
     started = [e.removeprefix("start ") for e in local_run.events if e.startswith("start ")]
-    assert sorted(started) == sorted(["prepare", "train step 0", "evaluate step 0", "train step 1", "evaluate step 1",
-                                      "report"])
+    assert sorted(started) == sorted(["configure", "prepare", "train step 0", "evaluate step 0", "train step 1",
+                                      "evaluate step 1", "report"])
     order = started.index  # independent tasks (evaluate 0, train 1) may run in either order; the edges may not
-    assert started[0] == "prepare" and started[-1] == "report"
+    assert started[:2] == ["configure", "prepare"] and started[-1] == "report", "the config is checked first"
     assert order("train step 0") < order("train step 1") and order("train step 0") < order("evaluate step 0")
     assert order("train step 1") < order("evaluate step 1")
 
