@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+import cdseg.storage as storage
 from cdseg import __version__
 from cdseg.config import dump_config
 from cdseg.data.config import PrepareConfig
@@ -35,7 +36,7 @@ from cdseg.data.source import Source, detect_source, get_source
 from cdseg.data.uris import configure, exists, is_empty_dir, is_remote, join, local_input, read_text, staged_output
 from cdseg.errors import DataError
 from cdseg.utils.atomic import write_text_atomic
-from cdseg.utils.lease import output_lease, remove_stale
+from cdseg.utils.lease import remove_stale
 from cdseg.utils.signals import deferred_interrupts, ignore_interrupts, terminate_as_exception
 
 log = logging.getLogger(__name__)
@@ -238,12 +239,11 @@ def run_prepare(cfg: PrepareConfig) -> str:
     configure(cfg)
     check_not_overlapping(cfg.input, cfg.output)
     check_output_kind(cfg.output)
-    if is_remote(cfg.output):
-        with terminate_as_exception():  # SIGTERM stops the workers and removes the staging folder
-            return _prepare(cfg)
-    out = Path(cfg.output.removeprefix("file://")).expanduser()
-    with terminate_as_exception(), output_lease(out):  # a second prepare onto this output fails at once
-        remove_stale(out)  # staging folders of runs killed before they could remove them
+    # SIGTERM stops the workers and removes the staging folder; a second prepare onto this output (local: a lock
+    # file beside it; s3://: a lease object in its prefix) fails at once, naming this run
+    with terminate_as_exception(), storage.output_lease(cfg.output):
+        if not is_remote(cfg.output):
+            remove_stale(storage.local_path(cfg.output))  # staging folders of runs killed before they could remove them
         return _prepare(cfg)
 
 

@@ -25,7 +25,7 @@ from cdseg.evaluate.config import EvalOptions, TestConfig
 from cdseg.evaluate.confusion import confusion_matrix, summarise
 from cdseg.evaluate.sliding import InferenceStats, predict_scene
 from cdseg.evaluate.tta import D4_SIZE, make_prob_fn
-from cdseg.utils.lease import output_lease, remove_stale
+from cdseg.utils.lease import remove_stale
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -232,10 +232,11 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
     eval_uri = store.join(cfg.output, f"step-{setup.step}", "eval")
     with contextlib.ExitStack() as lease:
         busy: UserError | None = None
-        if info.is_main and not store.is_remote(eval_uri):
-            try:  # one owner: a second `cdseg test` writing the same evaluation fails at once
-                lease.enter_context(output_lease(store.local_path(eval_uri), "output"))
-                remove_stale(store.local_path(eval_uri))  # staging folders of a killed `cdseg test`
+        if info.is_main:
+            try:  # one owner (a lock file, or a lease object in an s3:// prefix): a second `cdseg test` fails at once
+                lease.enter_context(store.output_lease(eval_uri, "output"))
+                if not store.is_remote(eval_uri):
+                    remove_stale(store.local_path(eval_uri))  # staging folders of a killed `cdseg test`
             except UserError as exc:
                 busy = exc
         flag = ranks.all_reduce_sum(torch.tensor([1 if busy else 0], dtype=torch.int64, device=device), info)
