@@ -39,20 +39,6 @@ def check_not_overlapping(input_uri: str, output_uri: str) -> None:
                     "replaced: choose an --output outside the input")
 
 
-def check_output_kind(output_uri: str) -> None:
-    """Refuse a local --output that is a file, or whose nearest existing parent is not a folder."""
-    if is_remote(str(output_uri)):
-        return
-    path = Path(str(output_uri).removeprefix("file://")).expanduser()
-    if path.is_file():
-        raise DataError(f"--output {output_uri} is a file; pass a folder path (a prepared dataset is a folder)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DataError(f"--output {output_uri} lies under {parent}, which is a file; choose another --output")
-            return
-
-
 def is_prepared_dataset(manifest_text: str | None, format_name: str) -> bool:
     """Whether a manifest's text is a cdseg prepared dataset's (of any version)."""
     if manifest_text is None:

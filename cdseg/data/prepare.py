@@ -27,8 +27,8 @@ import cdseg.storage as storage
 from cdseg import __version__
 from cdseg.config import dump_config
 from cdseg.data.config import PrepareConfig
-from cdseg.data.integrity import find_damage, write_stamps
-from cdseg.data.ownership import check_not_overlapping, check_output_kind, check_replaceable
+from cdseg.data.integrity import check_readable, find_damage, write_stamps
+from cdseg.data.ownership import check_not_overlapping, check_replaceable
 from cdseg.data.prepared import FORMAT, FORMAT_VERSION, MANIFEST, damaged_files
 from cdseg.data.release import SceneFiles, index_files, plan_bands
 from cdseg.data.scene_job import SceneJob, check_headers, release_buffers, run_scene_job
@@ -222,8 +222,9 @@ def _damage(cfg: PrepareConfig, manifest: dict[str, Any]) -> str | None:
     changed since their last verification, all of them with --verify); None if whole."""
     checksums = manifest.get("checksums", {})
     if not is_remote(cfg.output):  # files changed since their last verification are hashed (all with --verify)
-        bad, _ = find_damage(Path(cfg.output.removeprefix("file://")).expanduser(), checksums, full=cfg.verify,
-                             threads=max(2, cfg.workers))
+        root = storage.local_path(cfg.output)
+        bad, _ = find_damage(root, checksums, full=cfg.verify, threads=max(2, cfg.workers))
+        check_readable(bad, root)
     elif cfg.verify:
         bad = damaged_files(local_input(cfg.output, folder=True), checksums, threads=max(2, cfg.workers))
     else:
@@ -238,7 +239,7 @@ def run_prepare(cfg: PrepareConfig) -> str:
     warnings.filterwarnings("ignore", category=UserWarning, module="rasterio")  # the DSM jpgs carry no georeference
     configure(cfg)
     check_not_overlapping(cfg.input, cfg.output)
-    check_output_kind(cfg.output)
+    storage.check_output(cfg.output)  # a file, under a file, or not writable: refused before any reading
     # SIGTERM stops the workers and removes the staging folder; a second prepare onto this output (local: a lock
     # file beside it; s3://: a lease object in its prefix) fails at once, naming this run
     with terminate_as_exception(), storage.output_lease(cfg.output):

@@ -110,7 +110,14 @@ def read_text(uri: str) -> str | None:
         storage = _need_storage(uri)
         return storage.read_bytes(uri).decode("utf-8") if storage.exists(uri) else None
     path = _local(uri)
-    return path.read_text() if path.is_file() else None
+    try:
+        return path.read_text()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except PermissionError as exc:
+        from cdseg.storage.local import unreadable
+
+        raise unreadable(path, exc) from exc
 
 
 def join(uri: str, *parts: str) -> str:

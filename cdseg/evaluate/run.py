@@ -219,6 +219,7 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
     from cdseg.models.io import load_model
 
     store.configure(cfg.storage)
+    store.check_output(cfg.output, inside=True)  # a file, under a file, not writable: refused before any reading
     info = ranks.init_distributed(cfg.eval.device)
     device = info.device
     dataset = PreparedDataset.open(cfg.dataset)

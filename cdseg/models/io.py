@@ -195,6 +195,8 @@ def _local(uri: str | Path, name: str) -> Path:
         except storage.StorageUnavailableError:
             raise  # an outage, not a bad checkpoint: retryable
         except storage.StorageError as exc:
+            if isinstance(exc.__cause__, PermissionError):  # not a bad checkpoint: its permissions
+                raise CheckpointError(str(exc)) from exc
             raise CheckpointError(f"{_name(uri, name)} cannot be read ({exc}); pass the folder of a saved cdseg model") from exc
     path = Path(str(uri).removeprefix("file://")) / name
     if not path.is_file():

@@ -31,6 +31,7 @@ __all__ = [
     "StorageConfig",
     "StorageError",
     "StorageUnavailableError",
+    "check_output",
     "configure",
     "download_dir",
     "exists",
@@ -155,6 +156,15 @@ def staged_dir(uri: str | Path, replace: bool = False) -> Iterator[Path]:
         store.commit_dir(tmp, remote, replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output(uri: str | Path, what: str = "output", *, inside: bool = False) -> None:
+    """Fail at once, in one line, on a local output that is a file, lies under one, or is not writable by this
+    user (`inside`: the command writes into the folder rather than replacing it); a remote URI is validated."""
+    if is_remote(uri):
+        parse_remote(str(uri))
+    else:
+        _local.check_output(local_path(uri), what, inside=inside)
 
 
 def list_dir(uri: str | Path) -> list[str]:

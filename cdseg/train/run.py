@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdseg import storage as store
 from cdseg.errors import CheckpointError, ConfigError, UserError
 from cdseg.train import distributed as D
 from cdseg.train.checkpoint import (
@@ -86,6 +87,9 @@ def _run_owned(cfg: TrainConfig, info: D.DistInfo) -> str:
         busy: UserError | None = None
         if info.is_main:
             try:
+                if not out.remote:  # a file, under a file, or not writable: one line now, not a traceback later
+                    store.check_output(cfg.output, inside=True)
+                    store.check_output(out.local)
                 lease.enter_context(output_lease(out.local, "output"))
                 if out.remote:  # the bucket prefix too: pods on other nodes share it, not the local work folder
                     import cdseg.storage as storage
