@@ -57,3 +57,27 @@ def check_replaceable(output_uri: str, manifest_uri: str, format_name: str) -> N
     raise DataError(f"--output {output_uri} exists and is not a cdseg prepared dataset (no valid "
                     f"{PurePosixPath(manifest_uri).name} of format {format_name}); --overwrite replaces only prepared "
                     "datasets: choose another --output or remove it yourself")
+
+
+#: top-level names a prepared dataset (or a killed prepare's upload of one) has in an s3:// prefix
+_OWN_NAMES = ("images", "labels", "config.yaml", "manifest.json", "verified.json")
+
+
+def check_remote_prefix(output_uri: str, manifest_uri: str, format_name: str) -> None:
+    """Refuse an s3:// --output whose prefix holds someone else's objects (a remote prefix has no folder to
+    find: objects a prepared dataset never has, without a prepared manifest, are not ours to write beside)."""
+    import cdseg.storage as storage
+    from cdseg.storage.lease import LEASE_NAME
+
+    try:
+        names = storage.list_dir(output_uri)
+    except storage.StorageUnavailableError:
+        raise
+    except storage.StorageError:
+        return  # nothing under the prefix
+    foreign = [n for n in names if n.rstrip("/") not in (*_OWN_NAMES, LEASE_NAME, storage.MANIFEST_NAME)
+               and not n.startswith("labels_")]
+    if foreign and not is_prepared_dataset(read_text(manifest_uri), format_name):
+        raise DataError(f"--output {output_uri} holds objects that are not a cdseg prepared dataset (e.g. "
+                        f"{foreign[0].rstrip('/')}); choose an empty prefix as --output")
+

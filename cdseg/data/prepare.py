@@ -28,7 +28,7 @@ from cdseg import __version__
 from cdseg.config import dump_config
 from cdseg.data.config import PrepareConfig
 from cdseg.data.integrity import check_readable, find_damage, write_stamps
-from cdseg.data.ownership import check_not_overlapping, check_replaceable
+from cdseg.data.ownership import check_not_overlapping, check_remote_prefix, check_replaceable
 from cdseg.data.prepared import FORMAT, FORMAT_VERSION, MANIFEST, damaged_files
 from cdseg.data.release import SceneFiles, index_files, plan_bands
 from cdseg.data.scene_job import SceneJob, check_headers, release_buffers, run_scene_job
@@ -243,7 +243,9 @@ def run_prepare(cfg: PrepareConfig) -> str:
     # SIGTERM stops the workers and removes the staging folder; a second prepare onto this output (local: a lock
     # file beside it; s3://: a lease object in its prefix) fails at once, naming this run
     with terminate_as_exception(), storage.output_lease(cfg.output):
-        if not is_remote(cfg.output):
+        if is_remote(cfg.output):
+            check_remote_prefix(cfg.output, join(cfg.output, MANIFEST), FORMAT)
+        else:
             remove_stale(storage.local_path(cfg.output))  # staging folders of runs killed before they could remove them
         return _prepare(cfg)
 
