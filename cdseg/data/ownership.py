@@ -8,20 +8,20 @@ release; anything at the output that is not a prepared dataset (recognised by it
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from cdseg.data.uris import is_remote, read_text
 from cdseg.errors import DataError
+from cdseg.storage import is_remote, local_path, parse_remote
+from cdseg.storage import read_text_if_exists as read_text
 
 
 def _parts(uri: str) -> tuple[str, ...]:
     """A comparable form of `uri`: the resolved local path's parts, or (store, bucket, key parts)."""
     text = str(uri)
     if is_remote(text):
-        rest = text.split("://", 1)[1]
-        return ("<object store>", *PurePosixPath("/" + rest).parts[1:])  # s3:// and minio:// may be the same store
-    path = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
-    return path.resolve(strict=False).parts
+        remote = parse_remote(text)
+        return ("<object store>", remote.bucket, *PurePosixPath("/" + remote.key).parts[1:])  # s3:// and minio:// may be one store
+    return local_path(text).resolve(strict=False).parts
 
 
 def check_not_overlapping(input_uri: str, output_uri: str) -> None:
@@ -67,7 +67,7 @@ def check_remote_prefix(output_uri: str, manifest_uri: str, format_name: str) ->
     """Refuse an s3:// --output whose prefix holds someone else's objects (a remote prefix has no folder to
     find: objects a prepared dataset never has, without a prepared manifest, are not ours to write beside)."""
     import cdseg.storage as storage
-    from cdseg.storage.lease import LEASE_NAME
+    from cdseg.storage.lease import LEASE_NAME  # boto3 only for s3:// outputs
 
     try:
         names = storage.list_dir(output_uri)

@@ -33,8 +33,8 @@ from cdseg.data.prepared import FORMAT, FORMAT_VERSION, MANIFEST, damaged_files
 from cdseg.data.release import SceneFiles, index_files, plan_bands
 from cdseg.data.scene_job import SceneJob, check_headers, release_buffers, run_scene_job
 from cdseg.data.source import Source, detect_source, get_source
-from cdseg.data.uris import configure, exists, is_empty_dir, is_remote, join, local_input, read_text, staged_output
 from cdseg.errors import DataError
+from cdseg.storage import exists, is_empty_dir, is_remote, join, local_input, read_text_if_exists, staged_output
 from cdseg.utils.atomic import write_text_atomic
 from cdseg.utils.lease import remove_stale
 from cdseg.utils.signals import deferred_interrupts, ignore_interrupts, terminate_as_exception
@@ -237,7 +237,7 @@ def _damage(cfg: PrepareConfig, manifest: dict[str, Any]) -> str | None:
 def run_prepare(cfg: PrepareConfig) -> str:
     """Prepare `cfg.input` into `cfg.output`; returns the output URI (unchanged if already up to date)."""
     warnings.filterwarnings("ignore", category=UserWarning, module="rasterio")  # the DSM jpgs carry no georeference
-    configure(cfg)
+    storage.configure(cfg.storage)
     check_not_overlapping(cfg.input, cfg.output)
     storage.check_output(cfg.output)  # a file, under a file, or not writable: refused before any reading
     # SIGTERM stops the workers and removes the staging folder; a second prepare onto this output (local: a lock
@@ -264,7 +264,7 @@ def _prepare(cfg: PrepareConfig) -> str:
     ids = [s for split in ("train", "val", "test") for s in splits[split]]
     jobs = _jobs(cfg, found, source, ids, "")
     fp = fingerprint(cfg, source, jobs)
-    old = read_text(join(cfg.output, MANIFEST))
+    old = read_text_if_exists(join(cfg.output, MANIFEST))
     replace = False
     if old is not None:
         try:

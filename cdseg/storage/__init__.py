@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from cdseg.storage.remote import S3Store
 
 __all__ = [
-    "MANIFEST_NAME",
     "IntegrityError",
+    "MANIFEST_NAME",
     "StorageConfig",
     "StorageError",
     "StorageUnavailableError",
@@ -36,17 +36,23 @@ __all__ = [
     "download_dir",
     "exists",
     "get_config",
+    "is_empty_dir",
     "is_remote",
     "join",
     "list_dir",
     "local_dir",
     "local_file",
+    "local_input",
+    "local_path",
     "output_lease",
+    "parse_remote",
     "read_bytes",
     "read_text",
+    "read_text_if_exists",
     "remote_lease",
     "remove_dir",
     "staged_dir",
+    "staged_output",
     "upload_dir",
     "write_bytes",
     "write_text",
@@ -165,6 +171,34 @@ def check_output(uri: str | Path, what: str = "output", *, inside: bool = False)
         parse_remote(str(uri))
     else:
         _local.check_output(local_path(uri), what, inside=inside)
+
+
+def local_input(uri: str | Path, *, folder: bool | None = None) -> Path:
+    """A local path to read the input `uri` from (see `cdseg.storage.inputs`)."""
+    from cdseg.storage.inputs import local_input as resolve
+
+    return resolve(str(uri), folder=folder)
+
+
+def read_text_if_exists(uri: str | Path) -> str | None:
+    """The text at `uri`, or None when there is no such file or object."""
+    from cdseg.storage.inputs import read_text_if_exists as read
+
+    return read(str(uri))
+
+
+def is_empty_dir(uri: str | Path) -> bool:
+    """True for an existing local folder with nothing in it."""
+    from cdseg.storage.inputs import is_empty_dir as empty
+
+    return empty(str(uri))
+
+
+def staged_output(uri: str | Path, *, replace: bool = False) -> contextlib.AbstractContextManager[Path]:
+    """A local folder that becomes `uri` when the block completes (see `cdseg.storage.inputs`)."""
+    from cdseg.storage.inputs import staged_output as staged
+
+    return staged(str(uri), replace=replace)
 
 
 def list_dir(uri: str | Path) -> list[str]:

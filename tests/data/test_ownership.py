@@ -147,6 +147,6 @@ def test_input_uris_are_parsed_by_the_storage_layer(uri: str, message: str, tmp_
 
 
 def test_upper_case_s3_scheme_is_remote():
-    from cdseg.data.uris import is_remote
+    from cdseg.storage import is_remote
 
     assert is_remote("S3://bucket/x") and is_remote("minio://bucket/x") and not is_remote("/data/x")
