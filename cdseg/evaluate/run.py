@@ -216,25 +216,24 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
     writes the outputs (other ranks' predictions are sent to it).
     """
     from cdseg.data.prepared import PreparedDataset
-    from cdseg.models.io import load_model
+    from cdseg.models.io import load_model, read_card
 
     store.configure(cfg.storage)
     store.check_output(cfg.output, inside=True)  # a file, under a file, not writable: refused before any reading
     info = ranks.init_distributed(cfg.eval.device)
     device = info.device
-    dataset = PreparedDataset.open(cfg.dataset)
-    dataset.check(full=cfg.verify)  # a damaged file is one line naming it, never metrics from bad pixels
-    manifest = dataset.manifest
-    model, card = load_model(cfg.checkpoint, device=str(device))
-    setup = build_setup(card, manifest)
-    scene_ids = _scene_ids(manifest, cfg.split, cfg.scenes)
-    labels = label_set(cfg.labels, dataset)
-    fp = fingerprint(setup, _dataset_id(dataset), cfg.split, scene_ids, cfg.eval, labels)
-    eval_uri = store.join(cfg.output, f"step-{setup.step}", "eval")
+    raw = _card(read_card(cfg.checkpoint), "step")  # the card alone names the evaluation's folder
+    try:
+        step = int(raw)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"the model card of {cfg.checkpoint} has no step number ({raw!r}); use a checkpoint "
+                              "written by cdseg train") from None
+    eval_uri = store.join(cfg.output, f"step-{step}", "eval")
     with contextlib.ExitStack() as lease:
         busy: UserError | None = None
         if info.is_main:
-            try:  # one owner (a lock file, or a lease object in an s3:// prefix): a second `cdseg test` fails at once
+            try:  # one owner (a lock file, or a lease object in an s3:// prefix): a second `cdseg test` fails at
+                # once, before the dataset is verified or the model built
                 lease.enter_context(store.output_lease(eval_uri, "output"))
                 if not store.is_remote(eval_uri):
                     remove_stale(store.local_path(eval_uri))  # staging folders of a killed `cdseg test`
@@ -245,6 +244,14 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
             raise busy
         if int(flag[0]):
             raise UserError(f"rank 0 could not take the lease of {eval_uri}; see rank 0's error")
+        dataset = PreparedDataset.open(cfg.dataset)
+        dataset.check(full=cfg.verify)  # a damaged file is one line naming it, never metrics from bad pixels
+        manifest = dataset.manifest
+        model, card = load_model(cfg.checkpoint, device=str(device))
+        setup = build_setup(card, manifest)
+        scene_ids = _scene_ids(manifest, cfg.split, cfg.scenes)
+        labels = label_set(cfg.labels, dataset)
+        fp = fingerprint(setup, _dataset_id(dataset), cfg.split, scene_ids, cfg.eval, labels)
         return _evaluate(cfg, info, device, dataset, model, setup, scene_ids, fp, eval_uri, labels)
 
 

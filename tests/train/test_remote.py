@@ -102,6 +102,9 @@ def test_a_remote_evaluation_has_one_owner(step0_run: Path, prepared_dataset: Pa
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cdseg test:")]
         assert len(err) == 1 and f"--output {evaluation} is in use by another cdseg run" in err[0], err
         assert f"pid {os.getpid()}," in err[0]
+        missing = [a if a != str(prepared_dataset) else str(prepared_dataset) + "-missing" for a in args]
+        assert main(missing) == 2  # refused at once: before the dataset is opened (or the model built)
+        assert "is in use by another cdseg run" in capsys.readouterr().err
     assert not storage.exists(evaluation)
     assert main(args) == 0
     assert storage.exists(f"{evaluation}/metrics.json") and not storage.exists(f"{evaluation}/_cdseg_lease.json")
