@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -206,6 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 143  # 128 + SIGTERM, as a shell reports a process ended by it
         sys.stderr.write(f"cdseg {path}: interrupted\n")
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            log.exception("cdseg %s failed: %s", path, exc)
+            return 1
+        # a file's permissions (or a read-only mount) are the user's to fix, wherever they were met
+        if debug:
+            log.exception("permission denied")
+        sys.stderr.write(f"cdseg {path}: error: this user (uid {os.getuid()}) may not access {exc.filename or 'a file'} "
+                         f"({exc.strerror}); give it access, or choose paths it can read and write\n")
+        return 2
     except Exception as exc:
         log.exception("cdseg %s failed: %s", path, exc)
         return 1

@@ -51,6 +51,18 @@ def _load(path: Path) -> dict[str, list[int | str]]:
     return data if isinstance(data, dict) else {}
 
 
+DENIED = "(permission denied)"
+
+
+def check_readable(problems: list[str], root: Path) -> None:
+    """Raise a DataError naming the first file this user may not read: its permissions, not damage, are the fix."""
+    for problem in problems:
+        if problem.endswith(DENIED):
+            path = root / problem[: -len(DENIED) - 1]
+            raise DataError(f"this user (uid {os.getuid()}) may not read {path} (permission denied); give it read "
+                            "access to the whole prepared dataset (or copy it somewhere readable)")
+
+
 def find_damage(root: Path, checksums: dict[str, str], *, full: bool = False, threads: int = 4) -> tuple[list[str], int]:
     """(problems, files hashed): each problem "<file> (missing)" / "(sha256 differs)" / "(unreadable: ...)".
 
@@ -63,6 +75,9 @@ def find_damage(root: Path, checksums: dict[str, str], *, full: bool = False, th
         path = root / rel
         try:
             current = file_stamp(path, sha)
+        except PermissionError:
+            missing.append(f"{rel} {DENIED}")
+            continue
         except OSError:
             missing.append(f"{rel} (missing)")
             continue
@@ -72,6 +87,8 @@ def find_damage(root: Path, checksums: dict[str, str], *, full: bool = False, th
     def differs(rel: str) -> str | None:
         try:
             return None if sha256_file(root / rel) == checksums[rel] else f"{rel} (sha256 differs)"
+        except PermissionError:
+            return f"{rel} {DENIED}"
         except OSError as exc:
             return f"{rel} (unreadable: {exc.strerror})"
 
@@ -93,6 +110,7 @@ def verify_dataset(root: Path, checksums: dict[str, str], uri: str, *, fingerpri
     if key in _checked and not full:
         return len(checksums), 0
     bad, hashed = find_damage(root, checksums, full=full, threads=threads)
+    check_readable(bad, root)
     if bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         raise DataError(f"{uri} is damaged: {bad[0]}{more} of {len(checksums)} files; "

@@ -8,20 +8,20 @@ release; anything at the output that is not a prepared dataset (recognised by it
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from cdseg.data.uris import is_remote, read_text
 from cdseg.errors import DataError
+from cdseg.storage import is_remote, local_path, parse_remote
+from cdseg.storage import read_text_if_exists as read_text
 
 
 def _parts(uri: str) -> tuple[str, ...]:
     """A comparable form of `uri`: the resolved local path's parts, or (store, bucket, key parts)."""
     text = str(uri)
     if is_remote(text):
-        rest = text.split("://", 1)[1]
-        return ("<object store>", *PurePosixPath("/" + rest).parts[1:])  # s3:// and minio:// may be the same store
-    path = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
-    return path.resolve(strict=False).parts
+        remote = parse_remote(text)
+        return ("<object store>", remote.bucket, *PurePosixPath("/" + remote.key).parts[1:])  # s3:// and minio:// may be one store
+    return local_path(text).resolve(strict=False).parts
 
 
 def check_not_overlapping(input_uri: str, output_uri: str) -> None:
@@ -37,20 +37,6 @@ def check_not_overlapping(input_uri: str, output_uri: str) -> None:
         return
     raise DataError(f"--output {output_uri} {how} the --input {input_uri}; the release must never be written to or "
                     "replaced: choose an --output outside the input")
-
-
-def check_output_kind(output_uri: str) -> None:
-    """Refuse a local --output that is a file, or whose nearest existing parent is not a folder."""
-    if is_remote(str(output_uri)):
-        return
-    path = Path(str(output_uri).removeprefix("file://")).expanduser()
-    if path.is_file():
-        raise DataError(f"--output {output_uri} is a file; pass a folder path (a prepared dataset is a folder)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DataError(f"--output {output_uri} lies under {parent}, which is a file; choose another --output")
-            return
 
 
 def is_prepared_dataset(manifest_text: str | None, format_name: str) -> bool:
@@ -71,3 +57,27 @@ def check_replaceable(output_uri: str, manifest_uri: str, format_name: str) -> N
     raise DataError(f"--output {output_uri} exists and is not a cdseg prepared dataset (no valid "
                     f"{PurePosixPath(manifest_uri).name} of format {format_name}); --overwrite replaces only prepared "
                     "datasets: choose another --output or remove it yourself")
+
+
+#: top-level names a prepared dataset (or a killed prepare's upload of one) has in an s3:// prefix
+_OWN_NAMES = ("images", "labels", "config.yaml", "manifest.json", "verified.json")
+
+
+def check_remote_prefix(output_uri: str, manifest_uri: str, format_name: str) -> None:
+    """Refuse an s3:// --output whose prefix holds someone else's objects (a remote prefix has no folder to
+    find: objects a prepared dataset never has, without a prepared manifest, are not ours to write beside)."""
+    import cdseg.storage as storage
+    from cdseg.storage.lease import LEASE_NAME  # boto3 only for s3:// outputs
+
+    try:
+        names = storage.list_dir(output_uri)
+    except storage.StorageUnavailableError:
+        raise
+    except storage.StorageError:
+        return  # nothing under the prefix
+    foreign = [n for n in names if n.rstrip("/") not in (*_OWN_NAMES, LEASE_NAME, storage.MANIFEST_NAME)
+               and not n.startswith("labels_")]
+    if foreign and not is_prepared_dataset(read_text(manifest_uri), format_name):
+        raise DataError(f"--output {output_uri} holds objects that are not a cdseg prepared dataset (e.g. "
+                        f"{foreign[0].rstrip('/')}); choose an empty prefix as --output")
+

@@ -23,19 +23,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+import cdseg.storage as storage
 from cdseg import __version__
 from cdseg.config import dump_config
 from cdseg.data.config import PrepareConfig
-from cdseg.data.integrity import find_damage, write_stamps
-from cdseg.data.ownership import check_not_overlapping, check_output_kind, check_replaceable
+from cdseg.data.integrity import check_readable, find_damage, write_stamps
+from cdseg.data.ownership import check_not_overlapping, check_remote_prefix, check_replaceable
 from cdseg.data.prepared import FORMAT, FORMAT_VERSION, MANIFEST, damaged_files
 from cdseg.data.release import SceneFiles, index_files, plan_bands
 from cdseg.data.scene_job import SceneJob, check_headers, release_buffers, run_scene_job
 from cdseg.data.source import Source, detect_source, get_source
-from cdseg.data.uris import configure, exists, is_empty_dir, is_remote, join, local_input, read_text, staged_output
 from cdseg.errors import DataError
+from cdseg.storage import exists, is_empty_dir, is_remote, join, local_input, read_text_if_exists, staged_output
 from cdseg.utils.atomic import write_text_atomic
-from cdseg.utils.lease import output_lease, remove_stale
+from cdseg.utils.lease import remove_stale
 from cdseg.utils.signals import deferred_interrupts, ignore_interrupts, terminate_as_exception
 
 log = logging.getLogger(__name__)
@@ -221,8 +222,9 @@ def _damage(cfg: PrepareConfig, manifest: dict[str, Any]) -> str | None:
     changed since their last verification, all of them with --verify); None if whole."""
     checksums = manifest.get("checksums", {})
     if not is_remote(cfg.output):  # files changed since their last verification are hashed (all with --verify)
-        bad, _ = find_damage(Path(cfg.output.removeprefix("file://")).expanduser(), checksums, full=cfg.verify,
-                             threads=max(2, cfg.workers))
+        root = storage.local_path(cfg.output)
+        bad, _ = find_damage(root, checksums, full=cfg.verify, threads=max(2, cfg.workers))
+        check_readable(bad, root)
     elif cfg.verify:
         bad = damaged_files(local_input(cfg.output, folder=True), checksums, threads=max(2, cfg.workers))
     else:
@@ -235,15 +237,16 @@ def _damage(cfg: PrepareConfig, manifest: dict[str, Any]) -> str | None:
 def run_prepare(cfg: PrepareConfig) -> str:
     """Prepare `cfg.input` into `cfg.output`; returns the output URI (unchanged if already up to date)."""
     warnings.filterwarnings("ignore", category=UserWarning, module="rasterio")  # the DSM jpgs carry no georeference
-    configure(cfg)
+    storage.configure(cfg.storage)
     check_not_overlapping(cfg.input, cfg.output)
-    check_output_kind(cfg.output)
-    if is_remote(cfg.output):
-        with terminate_as_exception():  # SIGTERM stops the workers and removes the staging folder
-            return _prepare(cfg)
-    out = Path(cfg.output.removeprefix("file://")).expanduser()
-    with terminate_as_exception(), output_lease(out):  # a second prepare onto this output fails at once
-        remove_stale(out)  # staging folders of runs killed before they could remove them
+    storage.check_output(cfg.output)  # a file, under a file, or not writable: refused before any reading
+    # SIGTERM stops the workers and removes the staging folder; a second prepare onto this output (local: a lock
+    # file beside it; s3://: a lease object in its prefix) fails at once, naming this run
+    with terminate_as_exception(), storage.output_lease(cfg.output):
+        if is_remote(cfg.output):
+            check_remote_prefix(cfg.output, join(cfg.output, MANIFEST), FORMAT)
+        else:
+            remove_stale(storage.local_path(cfg.output))  # staging folders of runs killed before they could remove them
         return _prepare(cfg)
 
 
@@ -261,7 +264,7 @@ def _prepare(cfg: PrepareConfig) -> str:
     ids = [s for split in ("train", "val", "test") for s in splits[split]]
     jobs = _jobs(cfg, found, source, ids, "")
     fp = fingerprint(cfg, source, jobs)
-    old = read_text(join(cfg.output, MANIFEST))
+    old = read_text_if_exists(join(cfg.output, MANIFEST))
     replace = False
     if old is not None:
         try:

@@ -22,8 +22,8 @@ from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.windows import Window
 
 from cdseg.data.integrity import verify_dataset
-from cdseg.data.uris import is_remote, join, local_input, read_text
 from cdseg.errors import DataError
+from cdseg.storage import is_remote, join, local_input, local_path, read_text_if_exists
 from cdseg.utils.hashing import sha256_file
 
 FORMAT = "cdseg-prepared"
@@ -79,7 +79,7 @@ def bound_gdal_cache() -> None:
 
 def read_manifest(uri: str) -> dict[str, Any]:
     """The manifest of the prepared dataset at `uri`, checked for format and version."""
-    text = read_text(join(uri, MANIFEST))
+    text = read_text_if_exists(join(uri, MANIFEST))
     if text is None:
         raise DataError(f"{uri} is not a prepared dataset (no {MANIFEST}); run cdseg prepare to create it "
                         "(an interrupted prepare leaves no manifest)")
@@ -141,7 +141,7 @@ class PreparedDataset:
         """Open the prepared dataset at `uri` (a folder or an s3:// prefix)."""
         uri = str(uri)
         manifest = read_manifest(uri)
-        root = local_input(uri, folder=True) if is_remote(uri) else Path(uri)
+        root = local_input(uri, folder=True) if is_remote(uri) else local_path(uri)
         return cls(root, manifest, uri)
 
     def verify(self, threads: int = 2) -> int:

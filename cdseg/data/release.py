@@ -91,7 +91,7 @@ def index_files(root: Path) -> list[Entry]:
             raise DataError(f"{root} is a file but not a zip; pass the release folder or one of its zip files")
         return _zip_entries(root)
     entries: list[Entry] = []
-    for path in sorted(root.rglob("*")):
+    for path in _walk(root):
         if not path.is_file() or path.name.startswith("."):
             continue
         if path.suffix.lower() == ".zip":
@@ -102,6 +102,22 @@ def index_files(root: Path) -> list[Entry]:
             stamp = zlib.crc32(os.readlink(path).encode()) if path.is_symlink() else st.st_mtime_ns
             entries.append(Entry(str(path), None, st.st_size, stamp))
     return entries
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every path under `root`, sorted; a folder this user may not list is an error naming it (rglob would
+    silently skip it, and its scenes would be reported missing)."""
+
+    def refuse(exc: OSError) -> None:
+        if isinstance(exc, PermissionError):
+            raise DataError(f"this user (uid {os.getuid()}) may not read {exc.filename} ({exc.strerror}); give it "
+                            "read access to the whole release (or copy the release somewhere readable)")
+        raise DataError(f"cannot read {exc.filename} ({exc.strerror}); check the release folder")
+
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root, onerror=refuse):
+        found.extend(Path(folder, name) for name in (*dirs, *files))
+    return sorted(found)
 
 
 def group_scenes(entries: list[Entry], city: str) -> dict[str, SceneFiles]:
@@ -168,6 +184,10 @@ def open_raster(entry: Entry):
     try:
         return rasterio.open(entry.gdal_path())
     except (RasterioError, OSError) as exc:
+        file = entry.archive or entry.path
+        if os.path.exists(file) and not os.access(file, os.R_OK):  # its permissions, not its bytes
+            raise DataError(f"this user (uid {os.getuid()}) may not read {file} (permission denied); give it read "
+                            "access to the whole release (or copy the release somewhere readable)") from exc
         raise DataError(f"{entry} is not a readable image ({str(exc).splitlines()[0][:160]}); "
                         "it may be empty or truncated: extract or download it again") from exc
 

@@ -17,11 +17,12 @@ import rasterio
 from affine import Affine
 from tqdm import tqdm
 
+import cdseg.storage as storage
 from cdseg.data import isprs
 from cdseg.data.config import SynthConfig
 from cdseg.data.synth import SceneArrays, default_gsd, generate_scene
-from cdseg.data.uris import configure, exists, is_empty_dir, staged_output
 from cdseg.errors import DataError
+from cdseg.storage import exists, is_empty_dir, staged_output
 
 log = logging.getLogger(__name__)
 _ZIP_TIME = (2018, 1, 1, 0, 0, 0)  # fixed member timestamps: the same seed gives the same zip bytes
@@ -201,7 +202,7 @@ def run_synth(cfg: SynthConfig) -> str:
     from cdseg.config import dump_config
     from cdseg.data.source import get_source
 
-    configure(cfg)
+    storage.configure(cfg.storage)
     source = get_source(cfg.dataset)
     if exists(cfg.output) and not cfg.overwrite and not is_empty_dir(cfg.output):
         raise DataError(f"{cfg.output} already exists; choose another --output or pass --overwrite")

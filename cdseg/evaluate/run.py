@@ -25,7 +25,7 @@ from cdseg.evaluate.config import EvalOptions, TestConfig
 from cdseg.evaluate.confusion import confusion_matrix, summarise
 from cdseg.evaluate.sliding import InferenceStats, predict_scene
 from cdseg.evaluate.tta import D4_SIZE, make_prob_fn
-from cdseg.utils.lease import output_lease, remove_stale
+from cdseg.utils.lease import remove_stale
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -216,26 +216,27 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
     writes the outputs (other ranks' predictions are sent to it).
     """
     from cdseg.data.prepared import PreparedDataset
-    from cdseg.models.io import load_model
+    from cdseg.models.io import load_model, read_card
 
     store.configure(cfg.storage)
+    store.check_output(cfg.output, inside=True)  # a file, under a file, not writable: refused before any reading
     info = ranks.init_distributed(cfg.eval.device)
     device = info.device
-    dataset = PreparedDataset.open(cfg.dataset)
-    dataset.check(full=cfg.verify)  # a damaged file is one line naming it, never metrics from bad pixels
-    manifest = dataset.manifest
-    model, card = load_model(cfg.checkpoint, device=str(device))
-    setup = build_setup(card, manifest)
-    scene_ids = _scene_ids(manifest, cfg.split, cfg.scenes)
-    labels = label_set(cfg.labels, dataset)
-    fp = fingerprint(setup, _dataset_id(dataset), cfg.split, scene_ids, cfg.eval, labels)
-    eval_uri = store.join(cfg.output, f"step-{setup.step}", "eval")
+    raw = _card(read_card(cfg.checkpoint), "step")  # the card alone names the evaluation's folder
+    try:
+        step = int(raw)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"the model card of {cfg.checkpoint} has no step number ({raw!r}); use a checkpoint "
+                              "written by cdseg train") from None
+    eval_uri = store.join(cfg.output, f"step-{step}", "eval")
     with contextlib.ExitStack() as lease:
         busy: UserError | None = None
-        if info.is_main and not store.is_remote(eval_uri):
-            try:  # one owner: a second `cdseg test` writing the same evaluation fails at once
-                lease.enter_context(output_lease(store.local_path(eval_uri), "output"))
-                remove_stale(store.local_path(eval_uri))  # staging folders of a killed `cdseg test`
+        if info.is_main:
+            try:  # one owner (a lock file, or a lease object in an s3:// prefix): a second `cdseg test` fails at
+                # once, before the dataset is verified or the model built
+                lease.enter_context(store.output_lease(eval_uri, "output"))
+                if not store.is_remote(eval_uri):
+                    remove_stale(store.local_path(eval_uri))  # staging folders of a killed `cdseg test`
             except UserError as exc:
                 busy = exc
         flag = ranks.all_reduce_sum(torch.tensor([1 if busy else 0], dtype=torch.int64, device=device), info)
@@ -243,6 +244,14 @@ def run_test(cfg: TestConfig) -> dict[str, Any]:
             raise busy
         if int(flag[0]):
             raise UserError(f"rank 0 could not take the lease of {eval_uri}; see rank 0's error")
+        dataset = PreparedDataset.open(cfg.dataset)
+        dataset.check(full=cfg.verify)  # a damaged file is one line naming it, never metrics from bad pixels
+        manifest = dataset.manifest
+        model, card = load_model(cfg.checkpoint, device=str(device))
+        setup = build_setup(card, manifest)
+        scene_ids = _scene_ids(manifest, cfg.split, cfg.scenes)
+        labels = label_set(cfg.labels, dataset)
+        fp = fingerprint(setup, _dataset_id(dataset), cfg.split, scene_ids, cfg.eval, labels)
         return _evaluate(cfg, info, device, dataset, model, setup, scene_ids, fp, eval_uri, labels)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdseg import storage
 from cdseg.errors import CheckpointError, ConfigError, UserError
 from cdseg.models.config import ModelConfig
 
@@ -195,13 +196,9 @@ def _weights_file_error(uri: str, encoder: str, exc: BaseException) -> str:
 
 
 def _local_weights(uri: str) -> Path:
-    if "://" in uri and not uri.startswith("file://"):
-        try:
-            from cdseg.storage import local_file
-        except ImportError as exc:
-            raise ConfigError(f"--model.weights={uri!r} needs cdseg.storage, which is not available") from exc
-        return Path(local_file(uri))
-    path = Path(uri.removeprefix("file://")).expanduser()
+    if storage.is_remote(uri):  # the one URI parser: `S3://` is remote, an unknown scheme is a one-line error
+        return Path(storage.local_file(uri))
+    path = storage.local_path(uri)
     if not path.is_file():
         raise ConfigError(f"--model.weights={uri!r} does not exist; pass an existing weights file (.safetensors or .pth)")
     return path

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from cdseg import storage
 from cdseg.errors import CheckpointError, ConfigError
 from cdseg.models.config import ModelConfig
 from cdseg.models.segmenter import IncrementalSegmenter, assemble
@@ -158,27 +159,13 @@ def load_model(uri: str | Path, device: str | torch.device = "cpu") -> tuple[Inc
 
 @contextmanager
 def _staged(uri: str | Path, replace: bool) -> Iterator[Path]:
-    try:
-        from cdseg import storage
-    except ImportError:
-        storage = None  # type: ignore[assignment]
-    if storage is not None:
-        with storage.staged_dir(uri, replace=replace) as tmp:
-            yield Path(tmp)
-        return
-    from cdseg.utils.atomic import atomic_dir
-
-    with atomic_dir(Path(str(uri).removeprefix("file://")), replace=replace) as tmp:
-        yield tmp
+    with storage.staged_dir(uri, replace=replace) as tmp:
+        yield Path(tmp)
 
 
 def _local(uri: str | Path, name: str) -> Path:
     """A local path to the file `name` of checkpoint folder `uri`."""
-    try:
-        from cdseg import storage
-    except ImportError:
-        storage = None  # type: ignore[assignment]
-    if storage is not None and storage.is_remote(str(uri)):
+    if storage.is_remote(str(uri)):
         # a remote checkpoint must be a committed folder (its storage manifest verifies every file), as a
         # prepared dataset must: objects uploaded by hand, or a half-uploaded folder, are refused
         try:
@@ -189,17 +176,14 @@ def _local(uri: str | Path, name: str) -> Path:
         if not path.is_file():
             raise CheckpointError(f"{_name(uri, name)} does not exist; pass the folder of a saved cdseg model")
         return path
-    if storage is not None:
-        try:
-            return Path(storage.local_file(storage.join(uri, name)))
-        except storage.StorageUnavailableError:
-            raise  # an outage, not a bad checkpoint: retryable
-        except storage.StorageError as exc:
-            raise CheckpointError(f"{_name(uri, name)} cannot be read ({exc}); pass the folder of a saved cdseg model") from exc
-    path = Path(str(uri).removeprefix("file://")) / name
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist; pass the folder of a saved cdseg model")
-    return path
+    try:
+        return Path(storage.local_file(storage.join(uri, name)))
+    except storage.StorageUnavailableError:
+        raise  # an outage, not a bad checkpoint: retryable
+    except storage.StorageError as exc:
+        if isinstance(exc.__cause__, PermissionError):  # not a bad checkpoint: its permissions
+            raise CheckpointError(str(exc)) from exc
+        raise CheckpointError(f"{_name(uri, name)} cannot be read ({exc}); pass the folder of a saved cdseg model") from exc
 
 
 def _name(uri: str | Path, name: str) -> str:

@@ -22,28 +22,37 @@ from cdseg.storage.manifest import MANIFEST_NAME
 from cdseg.storage.uri import is_remote, join, local_path, parse_remote
 
 if TYPE_CHECKING:
+    from cdseg.storage.lease import RemoteLease
     from cdseg.storage.remote import S3Store
 
 __all__ = [
-    "MANIFEST_NAME",
     "IntegrityError",
+    "MANIFEST_NAME",
     "StorageConfig",
     "StorageError",
     "StorageUnavailableError",
+    "check_output",
     "configure",
     "download_dir",
     "exists",
     "get_config",
+    "is_empty_dir",
     "is_remote",
     "join",
     "list_dir",
     "local_dir",
     "local_file",
+    "local_input",
+    "local_path",
+    "output_lease",
+    "parse_remote",
     "read_bytes",
     "read_text",
+    "read_text_if_exists",
     "remote_lease",
     "remove_dir",
     "staged_dir",
+    "staged_output",
     "upload_dir",
     "write_bytes",
     "write_text",
@@ -52,6 +61,7 @@ __all__ = [
 _lock = threading.Lock()
 _config = StorageConfig()
 _store: S3Store | None = None
+_leases: list[RemoteLease] = []
 
 
 def configure(cfg: StorageConfig) -> None:
@@ -106,6 +116,7 @@ def read_text(uri: str | Path) -> str:
 def write_bytes(uri: str | Path, data: bytes) -> None:
     """Write a file atomically, or an object with its sha256 in the object's metadata."""
     if is_remote(uri):
+        _check_owned(str(parse_remote(str(uri))))
         _call("write_bytes", uri, bytes(data))
     else:
         _local.write_bytes(local_path(uri), bytes(data))
@@ -147,9 +158,47 @@ def staged_dir(uri: str | Path, replace: bool = False) -> Iterator[Path]:
     tmp = store.cache.staging_dir()
     try:
         yield tmp
+        _check_owned(str(remote))
         store.commit_dir(tmp, remote, replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output(uri: str | Path, what: str = "output", *, inside: bool = False) -> None:
+    """Fail at once, in one line, on a local output that is a file, lies under one, or is not writable by this
+    user (`inside`: the command writes into the folder rather than replacing it); a remote URI is validated."""
+    if is_remote(uri):
+        parse_remote(str(uri))
+    else:
+        _local.check_output(local_path(uri), what, inside=inside)
+
+
+def local_input(uri: str | Path, *, folder: bool | None = None) -> Path:
+    """A local path to read the input `uri` from (see `cdseg.storage.inputs`)."""
+    from cdseg.storage.inputs import local_input as resolve
+
+    return resolve(str(uri), folder=folder)
+
+
+def read_text_if_exists(uri: str | Path) -> str | None:
+    """The text at `uri`, or None when there is no such file or object."""
+    from cdseg.storage.inputs import read_text_if_exists as read
+
+    return read(str(uri))
+
+
+def is_empty_dir(uri: str | Path) -> bool:
+    """True for an existing local folder with nothing in it."""
+    from cdseg.storage.inputs import is_empty_dir as empty
+
+    return empty(str(uri))
+
+
+def staged_output(uri: str | Path, *, replace: bool = False) -> contextlib.AbstractContextManager[Path]:
+    """A local folder that becomes `uri` when the block completes (see `cdseg.storage.inputs`)."""
+    from cdseg.storage.inputs import staged_output as staged
+
+    return staged(str(uri), replace=replace)
 
 
 def list_dir(uri: str | Path) -> list[str]:
@@ -165,6 +214,7 @@ def upload_dir(local: str | Path, uri: str | Path, replace: bool = False) -> Non
     _local.existing_dir(source)
     if is_remote(uri):
         remote = parse_remote(str(uri))
+        _check_owned(str(remote))
         _s3().commit_dir(source, remote, replace)  # checks for a committed folder itself
     else:
         _local.copy_dir(source, local_path(uri), replace)
@@ -184,6 +234,7 @@ def remove_dir(uri: str | Path) -> None:
     Only the files the manifest lists are deleted remotely; absent is fine.
     """
     if is_remote(uri):
+        _check_owned(str(parse_remote(str(uri))))
         _call("remove_dir", uri)
     else:
         shutil.rmtree(local_path(uri), ignore_errors=True)
@@ -192,17 +243,46 @@ def remove_dir(uri: str | Path) -> None:
 @contextlib.contextmanager
 def remote_lease(uri: str | Path, what: str = "output", ttl_s: float = 120.0) -> Iterator[None]:
     """Hold the exclusive lease of the remote output `uri` for the block (renewed in a thread); a live holder
-    makes it fail at once with `LeaseHeld`, naming it. An expired lease (a crashed holder) is taken over."""
+    makes it fail at once with `LeaseHeld`, naming it. An expired lease (a crashed holder) is taken over.
+    While it is held, a write under `uri` after the lease was lost to another run raises `LeaseLost`."""
     from cdseg.storage.lease import RemoteLease, Renewer
 
     lease = RemoteLease(_s3().wire, parse_remote(str(uri)), ttl_s, what)
     lease.acquire()
     renewer = Renewer(lease)
     renewer.start()
+    with _lock:
+        _leases.append(lease)
     try:
         yield
     finally:
+        with _lock:
+            _leases.remove(lease)
         renewer.stop.set()
         renewer.join()
         with contextlib.suppress(StorageError):
             lease.release()
+
+
+@contextlib.contextmanager
+def output_lease(uri: str | Path, what: str = "output", ttl_s: float = 120.0) -> Iterator[None]:
+    """Own the output `uri` for the block: a lock file beside a local folder (`cdseg.utils.lease`), a lease
+    object in a remote prefix (`remote_lease`). A second run on the same output fails at once, naming the holder."""
+    if is_remote(uri):
+        with remote_lease(uri, what, ttl_s):
+            yield
+        return
+    from cdseg.utils.lease import output_lease as local_lease
+
+    with local_lease(local_path(uri), what):
+        yield
+
+
+def _check_owned(remote: str) -> None:
+    """Refuse a write under an output whose lease this process lost (another run owns it now)."""
+    with _lock:
+        held = list(_leases)
+    for lease in held:
+        prefix = str(lease.output).rstrip("/") + "/"
+        if remote.rstrip("/") + "/" == prefix or remote.startswith(prefix):
+            lease.check()

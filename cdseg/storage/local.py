@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ def read_bytes(path: Path) -> bytes:
     except IsADirectoryError as exc:
         raise StorageError(f"{path} is a folder, expected a file") from exc
     except PermissionError as exc:
-        raise StorageError(f"permission denied reading {path}; fix its permissions") from exc
+        raise unreadable(path, exc) from exc
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -32,17 +33,37 @@ def write_bytes(path: Path, data: bytes) -> None:
         raise StorageError(f"permission denied writing {path}; choose a writable location") from exc
 
 
+class UnreadableError(StorageError):
+    """A local file or folder exists but this user may not read it."""
+
+
+def unreadable(path: Path, exc: OSError) -> UnreadableError:
+    """One line for a permission error on `path`, with the fix."""
+    where = exc.filename or path
+    return UnreadableError(f"this user (uid {os.getuid()}) may not read {where} ({exc.strerror or 'permission denied'}); "
+                           "give it read access (or copy the data somewhere readable)")
+
+
 def existing_file(path: Path) -> Path:
-    """`path` itself, after checking that it is a file."""
-    if not path.is_file():
-        raise StorageError(f"{path} does not exist or is not a file; check the path")
+    """`path` itself, after checking that it is a file this user can read."""
+    try:
+        if not path.is_file():
+            raise StorageError(f"{path} does not exist or is not a file; check the path")
+        with open(path, "rb"):
+            pass
+    except PermissionError as exc:
+        raise unreadable(path, exc) from exc
     return path
 
 
 def existing_dir(path: Path) -> Path:
-    """`path` itself, after checking that it is a folder."""
-    if not path.is_dir():
-        raise StorageError(f"folder {path} does not exist; check the path")
+    """`path` itself, after checking that it is a folder this user can list."""
+    try:
+        if not path.is_dir():
+            raise StorageError(f"folder {path} does not exist; check the path")
+        os.listdir(path)
+    except PermissionError as exc:
+        raise unreadable(path, exc) from exc
     return path
 
 
@@ -86,3 +107,22 @@ def copy_dir(source: Path, target: Path, replace: bool) -> None:
         raise StorageError(f"{target} appeared while it was being written; choose another output") from exc
     except PermissionError as exc:
         raise StorageError(f"permission denied writing {target}; choose a writable location") from exc
+
+
+def check_output(path: Path, what: str = "output", *, inside: bool = False) -> None:
+    """Refuse at once an output that cannot be written: a file, under a file, or where this user may not write.
+
+    `inside`: the command writes into the folder `path` (else it replaces `path` from its parent).
+    """
+    if path.is_file() or (path.exists() and not path.is_dir()):
+        raise StorageError(f"--{what} {path} is a file; pass a folder path (or remove the file)")
+    start = path if inside else path.parent
+    for folder in (start, *start.parents):
+        if not folder.exists() and not folder.is_symlink():
+            continue
+        if not folder.is_dir():
+            raise StorageError(f"--{what} {path} lies under {folder}, which is a file; choose another --{what}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StorageError(f"--{what} {path}: this user (uid {os.getuid()}) may not write in {folder} (permission "
+                               f"denied); choose a writable --{what} or fix the folder's permissions")
+        return

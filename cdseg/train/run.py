@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdseg import storage as store
 from cdseg.errors import CheckpointError, ConfigError, UserError
 from cdseg.train import distributed as D
 from cdseg.train.checkpoint import (
@@ -33,7 +34,7 @@ from cdseg.train.checkpoint import (
 )
 from cdseg.train.config import TrainConfig
 from cdseg.train.data import GlobalBatchSampler, build_datasets, select_bands, train_loader, val_loader
-from cdseg.train.output import StepOutput, join
+from cdseg.train.output import StepOutput
 from cdseg.train.schedule import build_scheduler
 from cdseg.train.step import MethodStep
 from cdseg.train.trainer import Trainer
@@ -73,7 +74,7 @@ def _load_previous(cfg: TrainConfig, task: Any, bands: list[str],
     from cdseg.models.io import load_model
 
     step = cfg.task.step
-    uri = cfg.prev_checkpoint or join(cfg.output, f"step-{step - 1}", "model")
+    uri = cfg.prev_checkpoint or store.join(cfg.output, f"step-{step - 1}", "model")
     teacher, card = load_model(uri, "cpu")
     check_previous(card, uri, task=task.name, step=step, steps=[list(s) for s in task.steps], bands=bands)
     return teacher, uri, card
@@ -86,12 +87,13 @@ def _run_owned(cfg: TrainConfig, info: D.DistInfo) -> str:
         busy: UserError | None = None
         if info.is_main:
             try:
+                if not out.remote:  # a file, under a file, or not writable: one line now, not a traceback later
+                    store.check_output(cfg.output, inside=True)
+                    store.check_output(out.local)
                 lease.enter_context(output_lease(out.local, "output"))
                 if out.remote:  # the bucket prefix too: pods on other nodes share it, not the local work folder
-                    import cdseg.storage as storage
-
-                    storage.configure(cfg.storage)
-                    lease.enter_context(storage.remote_lease(out.uri, "output"))
+                    store.configure(cfg.storage)
+                    lease.enter_context(store.remote_lease(out.uri, "output"))
             except UserError as exc:
                 busy = exc
         held = D.same_on_all_ranks(0 if busy else 1, info)
@@ -112,12 +114,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     from cdseg.models import build_segmenter, init_new_head_mib, load_previous_into
 
     t = cfg.trainer
-    try:
-        import cdseg.storage as storage
-
-        storage.configure(cfg.storage)
-    except ImportError:  # pragma: no cover - storage is part of cdseg
-        pass
+    store.configure(cfg.storage)
     if t.amp and info.device.type != "cuda":
         log.warning("--trainer.amp is ignored on %s (autocast needs CUDA here); training in float32", info.device)
     if t.deterministic:

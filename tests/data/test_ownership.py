@@ -87,15 +87,29 @@ def test_overwrite_still_replaces_a_prepared_dataset(release: Path, prepared_dat
     assert '"patch_size":64' in (out / "manifest.json").read_text()
 
 
-def test_a_second_prepare_on_the_same_output_is_refused_until_the_holder_dies(release: Path, tmp_path: Path, capsys):
+@pytest.mark.parametrize("flock", [True, False], ids=["flock", "lock-file"])
+def test_a_second_prepare_on_the_same_output_is_refused_until_the_holder_dies(release: Path, tmp_path: Path, capsys,
+                                                                              monkeypatch: pytest.MonkeyPatch,
+                                                                              flock: bool):
+    import errno
+    import fcntl
     import os
     import signal
     import subprocess
     import sys
 
+    refuse = ("import errno, fcntl\ndef refuse(fd, op): raise OSError(errno.ENOLCK, 'No locks available')\n"
+              "fcntl.flock = refuse\n")
+    if not flock:  # as on NFS without lockd: both runs fall back to the O_EXCL lock file
+
+        def no_locks(fd: int, op: int) -> None:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+        monkeypatch.setattr(fcntl, "flock", no_locks)
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from cdseg.utils.lease import output_lease\n"
+        [sys.executable, "-c", ("" if flock else refuse) + "import sys, time; from pathlib import Path; "
+         "from cdseg.utils.lease import output_lease\n"
          "with output_lease(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(out)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -104,7 +118,7 @@ def test_a_second_prepare_on_the_same_output_is_refused_until_the_holder_dies(re
         assert f"--output {out} is in use by another cdseg run (host " in err and f"pid {holder.pid}, started" in err
         assert not out.exists()
     finally:
-        os.kill(holder.pid, signal.SIGKILL)  # a crashed holder: the kernel drops its lock
+        os.kill(holder.pid, signal.SIGKILL)  # a crashed holder: the kernel drops its lock (or its pid is gone)
         holder.wait()
     assert main(["prepare", "--input", str(release), "--output", str(out), "--patch-size", "128"]) == 0
     assert (out / "manifest.json").is_file()
@@ -133,6 +147,6 @@ def test_input_uris_are_parsed_by_the_storage_layer(uri: str, message: str, tmp_
 
 
 def test_upper_case_s3_scheme_is_remote():
-    from cdseg.data.uris import is_remote
+    from cdseg.storage import is_remote
 
     assert is_remote("S3://bucket/x") and is_remote("minio://bucket/x") and not is_remote("/data/x")

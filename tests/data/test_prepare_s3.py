@@ -52,3 +52,30 @@ def test_prepare_from_and_to_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: p
     # --verify on an s3 output: the objects come through the (checksummed) cache and match the manifest
     assert main(["prepare", "--input", f"s3://{BUCKET}/raw", "--output", out, "--patch-size", "32", "--verify",
                  *common]) == 0
+
+
+def test_an_s3_output_has_one_owner(s3_endpoint: str, synth_release: Path, tmp_path: Path, capsys) -> None:
+    import json
+    import os
+    import time
+
+    import boto3
+
+    from cdseg.cli.main import main
+
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    storage.configure(storage.StorageConfig(endpoint_url=s3_endpoint, cache_dir=str(tmp_path / "cache")))
+    out = f"s3://{BUCKET}/owned"
+    args = ["prepare", "--input", str(synth_release), "--output", out, "--patch-size", "128",
+            "--storage.endpoint-url", s3_endpoint, "--storage.cache-dir", str(tmp_path / "cache")]
+    with storage.remote_lease(out):  # a prepare running elsewhere (another pod) on the same prefix
+        assert main(args) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cdseg prepare:")]
+        assert len(err) == 1 and f"--output {out} is in use by another cdseg run" in err[0], err
+        assert f"pid {os.getpid()}, started " in err[0]
+    assert not storage.exists(out)  # nothing committed by the refused run
+    # a crashed holder's lease expires and is taken over
+    storage.write_bytes(f"{out}/_cdseg_lease.json",
+                        json.dumps({"host": "gone", "pid": 1, "started": "x", "expires": time.time() - 1}).encode())
+    assert main(args) == 0
+    assert storage.exists(f"{out}/manifest.json") and not storage.exists(f"{out}/_cdseg_lease.json")

@@ -80,6 +80,7 @@ def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     monkeypatch.setattr(prepared.PreparedDataset, "open", staticmethod(open_))
     fake_io = types.ModuleType("cdseg.models.io")
     fake_io.load_model = load_model  # type: ignore[attr-defined]
+    fake_io.read_card = lambda uri: cards[Path(uri).name]  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "cdseg.models.io", fake_io)
     return {"tmp": tmp_path, "datasets": datasets}
 
@@ -186,6 +187,7 @@ def test_on_a_real_prepared_dataset(prepared_dataset: Path, tmp_path: Path, monk
     torch.manual_seed(0)
     fake_io = types.ModuleType("cdseg.models.io")
     fake_io.load_model = lambda uri, device="cpu": (nn.Conv2d(4, 5, 1), card())  # type: ignore[attr-defined]
+    fake_io.read_card = lambda uri: card()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "cdseg.models.io", fake_io)
     ds = prepared.PreparedDataset.open(str(prepared_dataset))
     assert main(["test", "--checkpoint", str(tmp_path / "ck"), "--dataset", str(prepared_dataset), "--output",

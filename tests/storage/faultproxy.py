@@ -22,7 +22,8 @@ class FaultProxy:
 
     An action is an HTTP status (500, 503, 403: an S3 XML error is answered instead of forwarding),
     "drop" (the connection is closed without an answer) or "truncate" (the request is forwarded, the
-    answer is cut off halfway through its body). `deny_prefix` answers 403 to every request
+    answer is cut off halfway through its body) or "lose" (the request is forwarded and done, its answer is never
+sent: the client retries a request that already took effect). `deny_prefix` answers 403 to every request
     whose path starts with it.
     """
 
@@ -68,7 +69,7 @@ class FaultProxy:
                     with contextlib.suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if action is not None and action != "truncate":
+                if action is not None and action not in ("truncate", "lose"):
                     code, message = _ERRORS[int(action)]
                     payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
                                f"<Message>{message}</Message></Error>").encode()
@@ -85,6 +86,12 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                if action == "lose":
+                    conn.close()
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.send_response(resp.status, resp.reason)
                 for key, value in resp.getheaders():
                     if key.lower() not in _HOP and key.lower() != "content-length":

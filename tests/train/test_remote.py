@@ -83,3 +83,28 @@ def test_a_remote_output_has_one_owner(prepared_dataset: Path, bucket: dict[str,
                                                                  "expires": time.time() - 1}).encode())
     run_train(tiny_cfg(prepared_dataset, bucket["root"], method="mib", task__step=0, **common))  # type: ignore[arg-type]
     assert storage.exists(f"{step}/model") and not storage.exists(f"{step}/_cdseg_lease.json")
+
+
+def test_a_remote_evaluation_has_one_owner(step0_run: Path, prepared_dataset: Path, bucket: dict[str, str], capsys,
+                                           clean_env) -> None:
+    import os
+
+    import cdseg.storage as storage
+    from cdseg.cli.main import main
+
+    storage.configure(storage.StorageConfig(endpoint_url=bucket["endpoint"], cache_dir=bucket["cache"]))
+    args = ["test", "--checkpoint", str(step0_run / "step-0" / "model"), "--dataset", str(prepared_dataset),
+            "--output", bucket["root"], "--eval.window", "128", "--eval.overlap", "32",
+            "--storage.endpoint-url", bucket["endpoint"], "--storage.cache-dir", bucket["cache"]]
+    evaluation = f"{bucket['root']}/step-0/eval"
+    with storage.remote_lease(evaluation):  # a `cdseg test` of another pod writing the same evaluation
+        assert main(args) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cdseg test:")]
+        assert len(err) == 1 and f"--output {evaluation} is in use by another cdseg run" in err[0], err
+        assert f"pid {os.getpid()}," in err[0]
+        missing = [a if a != str(prepared_dataset) else str(prepared_dataset) + "-missing" for a in args]
+        assert main(missing) == 2  # refused at once: before the dataset is opened (or the model built)
+        assert "is in use by another cdseg run" in capsys.readouterr().err
+    assert not storage.exists(evaluation)
+    assert main(args) == 0
+    assert storage.exists(f"{evaluation}/metrics.json") and not storage.exists(f"{evaluation}/_cdseg_lease.json")
