@@ -113,22 +113,21 @@ class UNetDecoder(nn.Module):
 
     def forward_rows(self, stages: list[torch.Tensor], tail: Callable[[torch.Tensor], torch.Tensor],
                      rows: int) -> torch.Tensor:
-        """`tail(self(stages))` in eval mode for a per-pixel `tail` (the 1x1 heads), every block run a band of
-        output rows at a time (`rows` rows of the last block's output; the same number of bands in every block),
-        so that a block's intermediate activations exist for one band only and the last block's output not at all.
+        """`tail(self(stages))` in eval mode for a per-pixel `tail` (the 1x1 heads), every block run `rows` output
+        rows at a time (a deep block with fewer rows in one go, without halo), so that a block's intermediate
+        activations exist for one band only and the last block's output not at all.
 
         `stages` (shallow to deep) is emptied: each level is released as soon as the decoder is done with it."""
         if self.training:
             raise RuntimeError("UNetDecoder.forward_rows is for eval mode (norms with running statistics)")
         deep_first = stages[::-1]
         stages.clear()
-        bands = -(-deep_first[-1].shape[-2] // max(1, rows))
         x = deep_first.pop(0)
         blocks = [cast(DecodeBlock, b) for b in self.blocks]
         for i, block in enumerate(blocks):
             skip = deep_first.pop(0)
             height = skip.shape[-2]
-            step = -(-height // bands)
+            step = max(1, rows)
             out: torch.Tensor | None = None
             for start in range(0, height, step):
                 stop = min(height, start + step)

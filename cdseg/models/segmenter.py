@@ -56,8 +56,8 @@ class SegOutputs:
     head_logits: torch.Tensor | None = None
 
 
-#: decoder output rows per band in `IncrementalSegmenter.predict` (an eighth of a 512 px window's 256 rows at
-#: the last block's resolution; every block is cut into as many bands, each computing a 2-row halo per side)
+#: output rows per band of every decoder block in `IncrementalSegmenter.predict` (an eighth of a 512 px window's
+#: 256 rows at the last block's resolution; each band also computes a 2-row halo per side)
 PREDICT_ROWS = 32
 
 #: band names that take the pretrained weights' own mean/std (index into pretrained_cfg mean/std)
