@@ -54,7 +54,7 @@ class BenchEvalConfig(Section):
     encoder: str = Field("resnet18", description="timm encoder of the segmenter model")
     tta: bool = Field(True, description="also measure with 8x D4 test-time augmentation")
     repeats: int = Field(3, ge=1, description="interleaved rounds (one scene per setting per round), after one "
-                         "warm-up window")
+                         "warm-up window batch per setting")
     features: bool = Field(True, description="also time the full forward (logits and decoder features) against "
                            "the logits-only path")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
@@ -146,8 +146,12 @@ def run_bench_eval(cfg: BenchEvalConfig) -> dict[str, Any]:
     n_min = min_windows(cfg.height, cfg.window, cfg.overlap) * min_windows(cfg.width, cfg.window, cfg.overlap)
     min_pixels = n_min * cfg.window * cfg.window
     scene_pixels = cfg.height * cfg.width
-    with torch.no_grad():  # warm-up (allocations, cudnn autotuning), not counted
-        counter(torch.zeros((1, cfg.bands, cfg.window, cfg.window), device=device))
+    # warm-up, not counted: allocations, cudnn autotuning, oneDNN's kernels for every shape a setting meets (the
+    # banded decoder's bands have a few heights of their own): one window batch through each setting's path
+    with torch.no_grad():
+        warm = torch.zeros((cfg.batch_size, cfg.bands, cfg.window, cfg.window), device=device)
+        for features in {False, cfg.features}:
+            make_prob_fn(counter, features=features, amp=cfg.amp)(warm)
     results: dict[str, Any] = {"device": str(device), "model": cfg.model if cfg.model == "tiny" else cfg.encoder,
                                "scene": [cfg.height, cfg.width], "window": cfg.window, "overlap": cfg.overlap,
                                "batch_size": cfg.batch_size, "scene_pixels": scene_pixels, "min_windows": n_min,
