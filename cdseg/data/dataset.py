@@ -61,7 +61,7 @@ class IncrementalDataset(Dataset):
         self.lut = torch.from_numpy(table.astype(np.int64))
         # targets stay one byte per pixel through the augmentation (crops, flips: gathers only) and become
         # int64 once, at the end; a table with targets above 255 takes the int64 path all along
-        self._lut8 = table.astype(np.uint8) if table.size and 0 <= table.min() and table.max() <= 255 else None
+        self._lut8 = table.astype(np.uint8) if table.size and table.min() >= 0 and table.max() <= 255 else None
 
     @property
     def class_names(self) -> list[str]:

@@ -50,14 +50,15 @@ class RandomBrightnessContrast(v2.Transform):
 def _d4_table() -> dict[tuple[bool, bool, int], tuple[bool, tuple[int, ...]]]:
     """(horizontal flip, vertical flip, quarter turns) -> (transpose, dims to flip after it): the same pixels."""
     ref = torch.arange(9).view(3, 3)
-    table = {}
+    table: dict[tuple[bool, bool, int], tuple[bool, tuple[int, ...]]] = {}
     for h in (False, True):
         for v in (False, True):
             for k in range(4):
                 want = ref.flip(-1) if h else ref
                 want = torch.rot90(want.flip(-2) if v else want, k, dims=(-2, -1))
                 for t in (False, True):
-                    for dims in ((), (-1,), (-2,), (-2, -1)):
+                    candidates: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+                    for dims in candidates:
                         got = ref.transpose(-2, -1) if t else ref
                         if torch.equal(got.flip(dims) if dims else got, want):
                             table[(h, v, k)] = (t, dims)

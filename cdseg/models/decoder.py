@@ -63,7 +63,7 @@ class DecodeBlock(nn.Module):
     @property
     def halo(self) -> int:
         """Input rows each side that one output row depends on, beyond its own (one per 3x3 convolution)."""
-        return sum(int(m.padding[0]) for m in self.main.modules() if isinstance(m, nn.Conv2d))  # type: ignore[index]
+        return sum(int(m.padding[0]) for m in self.main.modules() if isinstance(m, nn.Conv2d))
 
     def forward_rows(self, x: torch.Tensor, skip: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of `forward(x, skip)` in eval mode, from those rows of the upsampled `x` and of
