@@ -56,9 +56,12 @@ class SegOutputs:
     head_logits: torch.Tensor | None = None
 
 
-#: output rows per band of every decoder block in `IncrementalSegmenter.predict` (an eighth of a 512 px window's
-#: 256 rows at the last block's resolution; each band also computes a 2-row halo per side)
-PREDICT_ROWS = 32
+#: output rows per band of every decoder block in `IncrementalSegmenter.predict` (a quarter of a 512 px window's
+#: 256 rows at the last block's resolution; each band also computes a 2-row halo per side). Measured on resnet18,
+#: batch 4: 64 rows peak at 5.5x the logits in the same time as the whole decoder (0.96x, 2 threads); 32 rows
+#: at 5.1x (the encoder's stem is then the peak) cost 1.12-1.18x the time with 2 threads
+#: (0.86x with one): smaller bands parallelise worse.
+PREDICT_ROWS = 64
 
 #: band names that take the pretrained weights' own mean/std (index into pretrained_cfg mean/std)
 RGB_INDEX = {"R": 0, "RED": 0, "G": 1, "GREEN": 1, "B": 2, "BLUE": 2}
@@ -152,7 +155,7 @@ class IncrementalSegmenter(nn.Module):
 
         In eval mode the decoder's last block and the heads run `rows` rows (of the decoder's output) at a time
         (`UNetDecoder.forward_rows`), and each encoder level is released once the decoder has used it: the
-        peak memory of a window batch falls from 13x its logits to about 5x (resnet18, 7 classes, docs/
+        peak memory of a window batch falls from 13.1x its logits to 5.5x (resnet18, 7 classes, docs/
         performance.md). The logits equal `forward`'s within float rounding (about 1e-6: the upsampling of
         the banded rows adds in another order). `rows=None`, or training mode, runs the plain forward."""
         if self.training or rows is None:
