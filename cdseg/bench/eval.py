@@ -4,7 +4,7 @@ Figures: megapixels of scene per second; pixels pushed through the network (coun
 model's input, independently of the sliding-window code's own counters) against the scene's pixels and
 against the minimum that the window and overlap allow (fewest windows per axis x window area); with
 TTA, the pushed pixels against those without it (exactly 8x expected). Settings are timed interleaved
-(one whole scene of each per round, cdseg.bench.timing): plain (the logits-only path evaluation uses),
+(one whole scene of each per round, in an order that rotates from round to round, cdseg.bench.timing): plain (the logits-only path evaluation uses),
 `features` (the model's full training forward, which also builds full-resolution decoder features) and TTA.
 Memory: the peak one window batch adds, i.e. the most bytes alive at once while the probability function runs
 on one batch of windows, its returned probabilities included (cdseg.bench.memory: on CUDA the allocator's peak
@@ -175,8 +175,16 @@ def run_bench_eval(cfg: BenchEvalConfig) -> dict[str, Any]:
         counted[name].append(counter.pixels)
 
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    names = list(settings)
+
+    def rotated(r: int) -> list[str]:
+        # the first call of a round was measured up to 1.2x slower on CPU (after the previous round's long TTA
+        # call): every setting takes every position in turn, so no setting always pays it
+        k = r % len(names)
+        return names[k:] + names[:k]
+
     timings = interleave({k: functools.partial(run, k) for k in settings}, cfg.repeats, sync=sync, before=before,
-                         after=after)
+                         after=after, order=rotated)
     for key, (tta, _) in settings.items():
         passes = D4_SIZE if tta else 1
         med = timings.median(key)
