@@ -57,10 +57,9 @@ class SegOutputs:
 
 
 #: output rows per band of every decoder block in `IncrementalSegmenter.predict` (a quarter of a 512 px window's
-#: 256 rows at the last block's resolution; each band also computes a 2-row halo per side). Measured on resnet18,
-#: batch 4: 64 rows peak at 5.5x the logits in the same time as the whole decoder (0.96x, 2 threads); 32 rows
-#: at 5.1x (the encoder's stem is then the peak) cost 1.12-1.18x the time with 2 threads
-#: (0.86x with one): smaller bands parallelise worse.
+#: 256 rows at the last block's resolution; each band also computes a 2-row halo per side). resnet18: 64 rows
+#: peak at 5.5x the logits, 32 rows at 5.1x (the encoder's stem is then the peak) and did not look cheaper in
+#: time; the time against the whole decoder is not settled on CPU (0.93-1.2x, docs/performance.md).
 PREDICT_ROWS = 64
 
 #: band names that take the pretrained weights' own mean/std (index into pretrained_cfg mean/std)
