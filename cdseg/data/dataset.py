@@ -57,11 +57,20 @@ class IncrementalDataset(Dataset):
                                               split, filter_mode, seed)
             records = [records[i] for i in chosen]
         self.records = records
-        table = np.asarray(self.task.label_lut(step, split))
-        self.lut = torch.from_numpy(table.astype(np.int64))
+        self.lut = torch.from_numpy(np.asarray(self.task.label_lut(step, split)).astype(np.int64))
+
+    @property
+    def lut(self) -> torch.Tensor:
+        """Raw label -> target index (int64, 256 entries); assignable (joint training uses the val table)."""
+        return self._lut
+
+    @lut.setter
+    def lut(self, table: torch.Tensor) -> None:
+        self._lut = table
         # targets stay one byte per pixel through the augmentation (crops, flips: gathers only) and become
         # int64 once, at the end; a table with targets above 255 takes the int64 path all along
-        self._lut8 = table.astype(np.uint8) if table.size and table.min() >= 0 and table.max() <= 255 else None
+        fits = table.numel() > 0 and int(table.min()) >= 0 and int(table.max()) <= 255
+        self._lut8 = table.numpy().astype(np.uint8) if fits else None
 
     @property
     def class_names(self) -> list[str]:

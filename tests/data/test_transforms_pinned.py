@@ -47,13 +47,17 @@ def _reference_item(ds: IncrementalDataset, index: int, transform: v2.Compose) -
     return {"image": img.as_subclass(torch.Tensor).contiguous(), "mask": mask.as_subclass(torch.Tensor).contiguous()}
 
 
-@pytest.mark.parametrize("task_name", ["offline", "222a"])
-def test_augmented_patches_are_identical_to_the_straightforward_pipeline(prepared_dataset: Path, task_name: str) -> None:
+@pytest.mark.parametrize(("task_name", "val_table"), [("offline", False), ("222a", False), ("222a", True)])
+def test_augmented_patches_are_identical_to_the_straightforward_pipeline(prepared_dataset: Path, task_name: str,
+                                                                         val_table: bool) -> None:
     from cdseg.data.prepared import PreparedDataset
 
     data = PreparedDataset.open(str(prepared_dataset))
     step = 1 if task_name == "222a" else 0  # step 1 of 222a: old classes become background, a many-to-one table
-    new = IncrementalDataset(data, get_task(task_name, data.manifest), step, "train", transform=train_transform(48))
+    task = get_task(task_name, data.manifest)
+    new = IncrementalDataset(data, task, step, "train", transform=train_transform(48))
+    if val_table:  # joint training assigns the validation table (old and new classes) to its train set
+        new.lut = torch.from_numpy(task.label_lut(step, "val").astype("int64"))
     reference = _reference(48)
     for seed in range(24):
         i = seed % len(new)
