@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
+#: images/s one H100/H200 consumes training the paper's model with ft, as stated (no GPU has measured it yet):
+#: torch's FLOP counter gives 413.6 GFLOP per 512 px image for an ft step of tresnet_m (51.7 GFLOP for 2 images
+#: of 128 px, x 16 for the pixels), and the GPU check's target is 40% of the 989 TFLOP/s dense bf16 peak:
+#: 0.4 x 989e12 / 413.6e9 = 957. mib-cd does 2.33x the arithmetic (410 images/s). Pass it as
+#: --consume-images-per-s to size the loader against a GPU on a machine without one.
+GPU_FT_IMAGES_PER_S = 957.0
+
 #: ratio targets against ft in the same run ("flops": FLOPs per step; otherwise step time)
 TARGETS = {"mib/ft": 1.4, "mib-cd/ft": 2.5, "mib-cd/ft floor": 2.33, "plop/ft flops": 1.5, "ewc/ft": 1.1,
            "pi/ft": 1.1, "rw/ft": 1.1}
@@ -81,6 +88,8 @@ class BenchTrainConfig(Section):
     loader_workers: int = Field(0, ge=0, description="DataLoader workers per rank for the headroom figure "
                                 "(0: the training default, --data.workers)")
     consume_images_per_s: float = Field(0.0, ge=0, description="images/s one device consumes, for the headroom "
+                                        "(957: the paper's model with ft at 40% of an H100's bf16 peak, "
+                                        "GPU_FT_IMAGES_PER_S) "
                                         "figure (0: this run's ft step rate of the first norm)")
 
 
@@ -230,24 +239,40 @@ def _iteration(one: Callable[[int], None], offset: int, r: int) -> None:
 
 
 def _loader_figures(cfg: BenchTrainConfig, timings: Timings, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Patches/s of one loader process, and what the default workers per rank feed against what one device eats."""
+    """Patches/s of one loader process, and what the default workers per rank feed against what one device eats.
+
+    Two rates per worker: patches per wall second (what this machine gave, load included) and patches per CPU
+    second of the loader (what a worker with a core of its own would serve). `workers_for_target` is how many
+    workers per rank reach 1.5x the consumption at each rate."""
+    import math
+
     from cdseg.data.config import DataConfig
 
     workers = cfg.loader_workers or DataConfig.model_fields["workers"].default
     per_worker = [cfg.batch_size / t for t in timings.times["loader"]]
+    per_cpu_s = [cfg.batch_size / max(c, 1e-9) for c in timings.cpu.get("loader", [])]
+    target = 1.5
     out: dict[str, Any] = {"patches_per_s_per_worker": summarise(per_worker).as_dict(), "workers": workers,
-                           "crop": cfg.size, "target_feed_over_consumption": 1.5}
+                           "crop": cfg.size, "target_feed_over_consumption": target}
+    if per_cpu_s:
+        out["patches_per_cpu_s_per_worker"] = summarise(per_cpu_s).as_dict()
     if cfg.consume_images_per_s:
-        out["consumption"] = f"stated: {cfg.consume_images_per_s:g} images/s"
-        feed = [workers * rate / cfg.consume_images_per_s for rate in per_worker]
+        consume = cfg.consume_images_per_s
+        out["consumption"] = f"stated: {consume:g} images/s"
+        feed = [workers * rate / consume for rate in per_worker]
     else:
         ft = f"{cfg.norms[0]}/ft"
         if ft not in timings.times:
             raise ValueError("--loader needs ft among --methods or a stated --consume-images-per-s")
-        out["consumption"] = f"this run's {ft} step rate ({cfg.batch_size / timings.median(ft):.2f} images/s)"
+        consume = cfg.batch_size / timings.median(ft)
+        out["consumption"] = f"this run's {ft} step rate ({consume:.2f} images/s)"
         # same batch size on both sides: the feed ratio is workers x step time / loader time, round by round
         feed = [workers * s / t for s, t in zip(timings.times[ft], timings.times["loader"], strict=True)]
+    out["consumption_images_per_s"] = consume
     out["feed_over_consumption"] = summarise(feed).as_dict()
+    out["workers_for_target"] = math.ceil(target * consume / out["patches_per_s_per_worker"]["median"])
+    if per_cpu_s:
+        out["workers_for_target_cpu"] = math.ceil(target * consume / out["patches_per_cpu_s_per_worker"]["median"])
     return out
 
 
@@ -321,6 +346,12 @@ def format_table(result: dict[str, Any]) -> str:
                      f"worker process; {ld['workers']} workers per rank feed {feed['median']:.3g} "
                      f"[{feed['q1']:.3g}-{feed['q3']:.3g}]x "
                      f"what one device consumes ({ld['consumption']}); target >= {ld['target_feed_over_consumption']}")
+        if "workers_for_target" in ld:
+            cpu = ld.get("patches_per_cpu_s_per_worker")
+            lines.append(f"loader: {_ratio_text(cpu)} patches per CPU second of a worker (a worker with a core of its "
+                         f"own); workers per rank for >= {ld['target_feed_over_consumption']}x: "
+                         f"{ld['workers_for_target']} at this machine's rate, "
+                         f"{ld.get('workers_for_target_cpu', '-')} with a core per worker")
     return "\n".join(lines)
 
 

@@ -57,7 +57,20 @@ class IncrementalDataset(Dataset):
                                               split, filter_mode, seed)
             records = [records[i] for i in chosen]
         self.records = records
-        self.lut = torch.from_numpy(self.task.label_lut(step, split).astype(np.int64))
+        self.lut = torch.from_numpy(np.asarray(self.task.label_lut(step, split)).astype(np.int64))
+
+    @property
+    def lut(self) -> torch.Tensor:
+        """Raw label -> target index (int64, 256 entries); assignable (joint training uses the val table)."""
+        return self._lut
+
+    @lut.setter
+    def lut(self, table: torch.Tensor) -> None:
+        self._lut = table
+        # targets stay one byte per pixel through the augmentation (crops, flips: gathers only) and become
+        # int64 once, at the end; a table with targets above 255 takes the int64 path all along
+        fits = table.numel() > 0 and int(table.min()) >= 0 and int(table.max()) <= 255
+        self._lut8 = table.numpy().astype(np.uint8) if fits else None
 
     @property
     def class_names(self) -> list[str]:
@@ -87,11 +100,14 @@ class IncrementalDataset(Dataset):
         if not self._all_bands:
             image = image[self._band_index]
         img = tv_tensors.Image(torch.from_numpy(image).to(torch.float32).div_(255.0))
-        mask = tv_tensors.Mask(self.lut[torch.from_numpy(label).long()])
+        if self._lut8 is not None:
+            mask = tv_tensors.Mask(torch.from_numpy(self._lut8[label]))
+        else:
+            mask = tv_tensors.Mask(self.lut[torch.from_numpy(label).long()])
         if self.transform is not None:
             img, mask = self.transform(img, mask)
         return {
             "image": img.as_subclass(torch.Tensor).contiguous(),
-            "mask": mask.as_subclass(torch.Tensor).contiguous(),
+            "mask": mask.as_subclass(torch.Tensor).to(torch.int64, memory_format=torch.contiguous_format),
             "meta": {"scene": record.scene, "y": record.y, "x": record.x, "index": record.id},
         }

@@ -123,9 +123,11 @@ def predict_scene(
     grid = window_grid(ph, pw, window, overlap)
     win = min(window, ph), min(window, pw)
     weights = blend_weights(*win, kind=blend, floor=floor).to(image.device)
-    acc = torch.zeros((num_classes, ph, pw), dtype=torch.float32, device=image.device)
+    batches = list(iter_batches(grid, batch_size))
+    acc = RowBand(num_classes, band_rows(batches, win[0]), pw, height, width, image.device)
     stats = InferenceStats(scene_pixels=height * width)
-    for chunk in iter_batches(grid, batch_size):
+    for chunk in batches:
+        acc.finish_above(chunk[0][0])  # windows come row by row: no later window reaches above this one
         crops = torch.stack([padded[:, y : y + win[0], x : x + win[1]] for y, x in chunk])
         crops = crops.float().div_(scale) if scale != 1.0 else crops.float()
         probs = prob_fn(crops).float()
@@ -133,13 +135,60 @@ def predict_scene(
             raise RuntimeError(f"the model returned {tuple(probs.shape)} for windows {tuple(crops.shape)}; "
                                f"expected {num_classes} class maps of the window size")
         for (y, x), p in zip(chunk, probs, strict=True):
-            acc[:, y : y + win[0], x : x + win[1]].addcmul_(p, weights)
+            acc.add(p, weights, y, x)
         stats.windows += len(chunk)
         stats.forward_passes += passes_per_window
         stats.pixels_pushed += passes_per_window * len(chunk) * win[0] * win[1]
-    # every pixel has a positive total weight (weights >= floor > 0), so argmax of the weighted sum equals
-    # argmax of the normalised blend; no division needed
-    return acc[:, :height, :width].argmax(0), stats
+    acc.finish_above(ph)
+    return acc.labels, stats
+
+
+def band_rows(batches: list[list[tuple[int, int]]], window: int) -> int:
+    """Scene rows the blended sum must hold at once: from a batch's first window (no row above it gets another
+    window) to the bottom of its lowest window, the most over all batches of a row-major grid."""
+    return max(max(y for y, _ in chunk) + window - chunk[0][0] for chunk in batches)
+
+
+class RowBand:
+    """The blended probability sum of a band of scene rows (a ring buffer), turned into class indices row by row.
+
+    The whole-scene sum (classes x height x width float32, 864 MB for a 6000 x 6000 scene with 6 classes) is
+    never built: a row is final once no later window reaches it, and its argmax goes to `labels` then. The
+    values summed, and their order, are those of a whole-scene sum, so the labels are the same."""
+
+    def __init__(self, classes: int, rows: int, width: int, out_h: int, out_w: int, device: torch.device) -> None:
+        self.sum = torch.zeros((classes, rows, width), dtype=torch.float32, device=device)
+        self.labels = torch.empty((out_h, out_w), dtype=torch.int64, device=device)
+        self.rows, self.top = rows, 0  # scene row `top` is the first not yet finished
+
+    def _segments(self, start: int, stop: int) -> list[tuple[int, int, int]]:
+        """(ring row, scene row, count) pieces of scene rows [start, stop) (at most two: the ring wraps once)."""
+        out, row = [], start
+        while row < stop:
+            ring = row % self.rows
+            n = min(stop - row, self.rows - ring)
+            out.append((ring, row, n))
+            row += n
+        return out
+
+    def add(self, probs: torch.Tensor, weights: torch.Tensor, y: int, x: int) -> None:
+        """Add one window's weighted probabilities (classes x h x w) at scene position (y, x)."""
+        h, w = probs.shape[-2:]
+        assert self.top <= y and y + h <= self.top + self.rows, (y, h, self.top, self.rows)
+        for ring, row, n in self._segments(y, y + h):
+            self.sum[:, ring : ring + n, x : x + w].addcmul_(probs[:, row - y : row - y + n], weights[row - y : row - y + n])
+
+    def finish_above(self, row: int) -> None:
+        """Scene rows above `row` are final: their class indices go to `labels`, their ring rows are reset."""
+        for ring, scene_row, n in self._segments(self.top, row):
+            keep = min(n, self.labels.shape[0] - scene_row)  # padded rows below the scene are dropped
+            if keep > 0:
+                part = self.sum[:, ring : ring + keep, : self.labels.shape[1]]
+                # every pixel has a positive total weight (weights >= floor > 0), so argmax of the weighted sum
+                # equals argmax of the normalised blend; no division needed
+                self.labels[scene_row : scene_row + keep] = part.argmax(0)
+            self.sum[:, ring : ring + n].zero_()
+        self.top = max(self.top, row)
 
 
 def coverage(height: int, width: int, window: int, overlap: int, blend: str = "hann", floor: float = 0.05) -> torch.Tensor:

@@ -3,11 +3,17 @@
 Block i (deep to shallow): up = Conv1x1(bilinear-upsample(x), in -> in/2); main = 2 x (Conv3x3 -> norm+act) on
 concat(up, skip); out = main + residual(up), residual a Conv1x1 when widths differ. Upsampling goes to the skip's
 exact size (not a fixed x2), so any input size that the encoder accepts works.
+
+Inference (`UNetDecoder.forward_rows`, eval mode only) runs the last block, the largest by far (it works at the
+shallowest level's resolution), a band of output rows at a time: every layer of a block is row-local in eval mode
+(convolutions, norms with running statistics, activations), so a band of output rows needs only the same band of
+its input plus a halo of one row per 3x3 convolution.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +21,23 @@ from torch import nn
 
 from cdseg.errors import ConfigError
 from cdseg.models.norm import norm_act
+
+
+def upsample_rows(x: torch.Tensor, size: tuple[int, int], start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop) of `F.interpolate(x, size, mode="bilinear", align_corners=True)`, reading only the
+    input rows they need (equal to the full upsampling within float rounding: about 1e-7 relative)."""
+    height, out_h = x.shape[-2], size[0]
+    idx = torch.arange(start, stop, device=x.device, dtype=torch.float32)
+    scale = (height - 1) / (out_h - 1) if out_h > 1 else 0.0
+    real = idx * scale
+    lo = real.floor().long().clamp_(0, height - 1)
+    hi = (lo + 1).clamp_(max=height - 1)
+    frac = (real - lo).clamp_(0.0, 1.0).to(x.dtype)[:, None]
+    first, last = int(lo[0]), int(hi[-1])
+    wide = F.interpolate(x[:, :, first : last + 1], size=(last + 1 - first, size[1]), mode="bilinear",
+                         align_corners=True)  # width only: its height is unchanged, so its rows are exact
+    lo_rows, hi_rows = wide[:, :, lo - first], wide[:, :, hi - first]
+    return lo_rows.add_(hi_rows.sub_(lo_rows).mul_(frac))
 
 
 class DecodeBlock(nn.Module):
@@ -36,6 +59,20 @@ class DecodeBlock(nn.Module):
         up = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
         up = self.reduce(up)
         return self.main(torch.cat([up, skip], dim=1)) + self.residual(up)
+
+    @property
+    def halo(self) -> int:
+        """Input rows each side that one output row depends on, beyond its own (one per 3x3 convolution)."""
+        return sum(int(m.padding[0]) for m in self.main.modules() if isinstance(m, nn.Conv2d))
+
+    def forward_rows(self, x: torch.Tensor, skip: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of `forward(x, skip)` in eval mode, from those rows of the upsampled `x` and of
+        `skip` plus `halo` rows each side (zero padding only at the real top and bottom edges)."""
+        height = skip.shape[-2]
+        first, last = max(0, start - self.halo), min(height, stop + self.halo)
+        up = self.reduce(upsample_rows(x, (height, skip.shape[-1]), first, last))
+        out = self.main(torch.cat([up, skip[:, :, first:last]], dim=1)) + self.residual(up)
+        return out[:, :, start - first : stop - first]
 
 
 class UNetDecoder(nn.Module):
@@ -72,4 +109,36 @@ class UNetDecoder(nn.Module):
         x = deep_first[0]
         for block, skip in zip(self.blocks, deep_first[1:], strict=True):
             x = block(x, skip)
+        return x
+
+    def forward_rows(self, stages: list[torch.Tensor], tail: Callable[[torch.Tensor], torch.Tensor],
+                     rows: int) -> torch.Tensor:
+        """`tail(self(stages))` in eval mode for a per-pixel `tail` (the 1x1 heads), every block run `rows` output
+        rows at a time (a deep block with fewer rows in one go, without halo), so that a block's intermediate
+        activations exist for one band only and the last block's output not at all.
+
+        `stages` (shallow to deep) is emptied: each level is released as soon as the decoder is done with it."""
+        if self.training:
+            raise RuntimeError("UNetDecoder.forward_rows is for eval mode (norms with running statistics)")
+        deep_first = stages[::-1]
+        stages.clear()
+        x = deep_first.pop(0)
+        blocks = [cast(DecodeBlock, b) for b in self.blocks]
+        for i, block in enumerate(blocks):
+            skip = deep_first.pop(0)
+            height = skip.shape[-2]
+            step = max(1, rows)
+            out: torch.Tensor | None = None
+            for start in range(0, height, step):
+                stop = min(height, start + step)
+                band = block.forward_rows(x, skip, start, stop)
+                if i == len(blocks) - 1:
+                    band = tail(band)
+                if out is None:
+                    out = band.new_empty((*band.shape[:2], height, band.shape[-1]))
+                out[:, :, start:stop] = band
+                del band
+            del skip
+            assert out is not None
+            x = out
         return x

@@ -56,6 +56,12 @@ class SegOutputs:
     head_logits: torch.Tensor | None = None
 
 
+#: output rows per band of every decoder block in `IncrementalSegmenter.predict` (a quarter of a 512 px window's
+#: 256 rows at the last block's resolution; each band also computes a 2-row halo per side). resnet18: 64 rows
+#: peak at 5.5x the logits, 32 rows at 5.1x (the encoder's stem is then the peak) and did not look cheaper in
+#: time; the time against the whole decoder is not settled on CPU (0.93-1.2x, docs/performance.md).
+PREDICT_ROWS = 64
+
 #: band names that take the pretrained weights' own mean/std (index into pretrained_cfg mean/std)
 RGB_INDEX = {"R": 0, "RED": 0, "G": 1, "GREEN": 1, "B": 2, "BLUE": 2}
 
@@ -143,9 +149,23 @@ class IncrementalSegmenter(nn.Module):
                                          mode="bilinear", align_corners=True)
         return out
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits only (no full-resolution features): what evaluation needs."""
-        return self._run(x)[2]
+    def predict(self, x: torch.Tensor, rows: int | None = PREDICT_ROWS) -> torch.Tensor:
+        """Logits only (no full-resolution features): what evaluation needs.
+
+        In eval mode the decoder's last block and the heads run `rows` rows (of the decoder's output) at a time
+        (`UNetDecoder.forward_rows`), and each encoder level is released once the decoder has used it: the
+        peak memory of a window batch falls from 13.1x its logits to 5.5x (resnet18, 7 classes, docs/
+        performance.md). The logits equal `forward`'s within float rounding (about 1e-6: the upsampling of
+        the banded rows adds in another order). `rows=None`, or training mode, runs the plain forward."""
+        if self.training or rows is None:
+            return self._run(x)[2]
+        stages = list(self.encoder(self.normalise(x)))
+        small = self.decoder.forward_rows(stages, self._heads, rows)
+        return F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=True)
+
+    def _heads(self, decoded: torch.Tensor) -> torch.Tensor:
+        dropped = self.dropout(decoded)
+        return torch.cat([head(dropped) for head in self.heads], dim=1)
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         decoded = self.decoder(self.encoder(self.normalise(x)))

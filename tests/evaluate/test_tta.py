@@ -66,4 +66,5 @@ def test_evaluation_calls_the_logits_only_path_with_identical_predictions() -> N
         assert forwards and torch.equal(lean, full)
         forwards.clear()
     x = torch.rand(2, 3, 32, 32)
-    assert torch.equal(make_prob_fn(model)(x), make_prob_fn(model, features=True)(x))
+    # the logits-only path runs the decoder in bands of rows: the same probabilities within float rounding
+    assert torch.allclose(make_prob_fn(model)(x), make_prob_fn(model, features=True)(x), atol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -71,8 +73,15 @@ def test_bench_train_loader_is_timed_in_the_same_rounds(monkeypatch: pytest.Monk
     assert ld["feed_over_consumption"]["min"] == pytest.approx(expected[0])
     assert ld["feed_over_consumption"]["max"] == pytest.approx(expected[-1])
     assert ld["workers"] == 3 and "loader:" in format_table(result)
+    # workers for 1.5x: the consumption over one worker's median rate (wall, and per CPU second of the loader)
+    rate = ld["patches_per_s_per_worker"]["median"]
+    assert ld["workers_for_target"] == math.ceil(1.5 * ld["consumption_images_per_s"] / rate)
+    cpu_rate = ld["patches_per_cpu_s_per_worker"]["median"]
+    assert ld["workers_for_target_cpu"] == math.ceil(1.5 * ld["consumption_images_per_s"] / cpu_rate)
+    assert "per CPU second" in format_table(result)
     stated = run_bench_train(cfg.model_copy(update={"consume_images_per_s": 1e9, "iters": 1}))["loader"]
     assert stated["feed_over_consumption"]["median"] < 1e-3 and stated["consumption"].startswith("stated")
+    assert stated["consumption_images_per_s"] == 1e9
 
 
 def test_bench_train_compile_both_pairs_each_method_with_its_eager_twin(monkeypatch: pytest.MonkeyPatch) -> None:
