@@ -9,11 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pydantic import AliasChoices
-
 from cdseg import __version__
 from cdseg.cli.command import Command
-from cdseg.config.fields import LeafField, iter_leaf_fields
+from cdseg.config.fields import iter_leaf_fields
 from cdseg.errors import EXIT_RETRYABLE, ConfigError, TransientError, UserError
 
 log = logging.getLogger("cdseg")
@@ -76,13 +74,7 @@ def add_config_options(parser: argparse.ArgumentParser, model: type) -> None:
         if group is None:
             group = parser.add_argument_group(f"{section} options" if section else "options")
             groups[section] = group
-        names = [leaf.flag]
-        for alias in _aliases(leaf):
-            # an older spelling of the option (e.g. the original's --kd.decoder-factor for --kd.weight)
-            prefix = leaf.path.rsplit(".", 1)[0] + "." if "." in leaf.path else ""
-            flag = "--" + (prefix + alias).replace("_", "-")
-            if flag not in names:
-                names.append(flag)
+        names = leaf.flags  # with older spellings (e.g. the original's --kd.decoder-factor for --kd.weight)
         kwargs: dict[str, object] = {"dest": "cfg:" + leaf.path, "default": argparse.SUPPRESS,
                                   "help": leaf.help.replace("%", "%%")}
         if leaf.is_bool:
@@ -91,13 +83,6 @@ def add_config_options(parser: argparse.ArgumentParser, model: type) -> None:
         choices = leaf.choices
         metavar = "{" + ",".join(choices) + "}" if choices else leaf.path.rsplit(".", 1)[-1].upper()
         group.add_argument(*names, metavar=metavar, **kwargs)  # type: ignore[arg-type]
-
-
-def _aliases(leaf: LeafField) -> list[str]:
-    alias = leaf.info.validation_alias
-    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
-    own = leaf.path.rsplit(".", 1)[-1]
-    return [c for c in choices if isinstance(c, str) and c != own]
 
 
 def build_parser(path: str, command: Command) -> argparse.ArgumentParser:
