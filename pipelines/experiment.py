@@ -28,6 +28,7 @@ from pipelines.factory import (
     REPORT_CPU,
     REPORT_MEMORY,
     BuildOptions,
+    job_volumes,
     num_steps_of,
     task_settings,
     train_placement,
@@ -172,11 +173,11 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
             tr = train_step(
                 task=task, step=step, method=cfg.method_of(name), data=data,
                 options={**cfg.variants.get(name, {}), "seed": seed}, hparams=train_options,
-                launch_mode=launch_mode, nproc=nproc, image=image, namespace=namespace, workdir=workdir,
-                num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=job_cpu, memory=job_memory,
-                node_selector=node_selector, tolerations=tolerations, job_timeout_s=job_timeout_s, run_id=run_id,
-                pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount, queue=queue, priority_class=priority_class,
-                pending_timeout_s=pending_timeout_s, **kwargs,
+                launch_mode=launch_mode, workdir=workdir, run_id=run_id, num_workers=num_workers,
+                nproc_per_node=nproc, image=image, namespace=namespace, gpus=gpus_per_node, cpu=job_cpu,
+                memory=job_memory, node_selector=node_selector, tolerations=tolerations, volumes=job_volumes(opts),
+                queue=queue, priority_class=priority_class, timeout=job_timeout_s, pending_timeout=pending_timeout_s,
+                **kwargs,
             )
             common(tr, f"train {task} {name} step {step}", train_task_cpu, train_task_memory, train_task_image)
             train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)

@@ -76,8 +76,8 @@ PARAM_DOCS: dict[str, str] = {
     "nproc": "training processes per node (torchrun), one per GPU.",
     "num_workers": "training job nodes besides the first (job modes).",
     "gpus_per_node": "GPUs per training job pod (0: CPU with gloo).",
-    "job_cpu": "CPU limit per training job pod, e.g. \"8\" (empty: none).",
-    "job_memory": "memory limit per training job pod, e.g. \"32Gi\" (empty: none).",
+    "job_cpu": "CPU request and limit per training job pod, e.g. \"8\" (empty: the launcher's default, 2).",
+    "job_memory": "memory request and limit per training job pod, e.g. \"32Gi\" (empty: the launcher's default, 8Gi).",
     "namespace": "namespace of the training jobs (empty: the namespace the pipeline runs in).",
     "workdir": "storage the jobs share with the pipeline: an s3:// prefix or a path on a mounted PVC.",
     "data_uri": "where prepare writes the dataset (empty: a pipeline artifact).",
@@ -173,6 +173,12 @@ def train_placement(t: Any, accelerator_type: Any, accelerator_count: Any, node_
     kubernetes.add_node_selector_json(t, node_selector)
     kubernetes.add_toleration_json(t, tolerations)
     return t
+
+
+def job_volumes(opts: BuildOptions) -> list[dict[str, str]]:
+    """The train component's `volumes` (a `cdseg.launch.VolumeMount` list): the PVC every task mounts, if any, so that
+    a PVC workdir is the same path in the jobs' pods."""
+    return [{"claim": opts.pvc_name, "mount_path": opts.pvc_mount}] if opts.pvc_name else []
 
 
 def _register(t: Any, *values: Any) -> None:
@@ -272,11 +278,11 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                 kwargs: dict[str, Any] = {"prev_model": prev} if prev is not None else {}
                 tr = train_step(
                     task=task, step=k, method=method, data=data, options=train_options, hparams=hparams,
-                    launch_mode=launch_mode, nproc=nproc, image=image, namespace=namespace, workdir=workdir,
-                    num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=job_cpu, memory=job_memory,
-                    node_selector=node_selector, tolerations=tolerations, job_timeout_s=job_timeout_s,
-                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount,
-                    queue=queue, priority_class=priority_class, pending_timeout_s=pending_timeout_s, **kwargs,
+                    launch_mode=launch_mode, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    num_workers=num_workers, nproc_per_node=nproc, image=image, namespace=namespace,
+                    gpus=gpus_per_node, cpu=job_cpu, memory=job_memory, node_selector=node_selector,
+                    tolerations=tolerations, volumes=job_volumes(opts), queue=queue, priority_class=priority_class,
+                    timeout=job_timeout_s, pending_timeout=pending_timeout_s, **kwargs,
                 )
                 common(tr, f"train step {k}", train_task_cpu, train_task_memory, train_task_image)
                 train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)

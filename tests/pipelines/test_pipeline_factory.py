@@ -102,7 +102,9 @@ def test_parameters_and_defaults(tmp_path: Path) -> None:
     for _, train in tasks_by_step(spec, "train-step").values():
         p = train["inputs"]["parameters"]
         for name, param in [("method", "method"), ("launch_mode", "launch_mode"), ("image", "image"),
-                            ("options", "train_options"), ("workdir", "workdir"), ("nproc", "nproc")]:
+                            ("options", "train_options"), ("workdir", "workdir"), ("nproc_per_node", "nproc"),
+                            ("gpus", "gpus_per_node"), ("timeout", "job_timeout_s"),
+                            ("pending_timeout", "pending_timeout_s")]:
             assert p[name] == {"componentInputParameter": param}
         assert p["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 
