@@ -16,11 +16,11 @@ def parse_args(model: type[BaseModel], args: Sequence[str], command: str) -> tup
     """(`--config` file or None, {dotted option: value}) of `args`, spelled as `cdseg <command>` takes them:
     `--a.b value`, `--a.b=value`, `--flag` / `--no-flag`; an unknown option is a `ConfigError` naming it."""
     by_flag: dict[str, tuple[LeafField, bool]] = {}
-    for leaf in iter_leaf_fields(model):
-        for flag in leaf.flags:
-            by_flag[flag] = (leaf, True)
-            if leaf.is_bool:
-                by_flag["--no-" + flag[2:]] = (leaf, False)
+    for field in iter_leaf_fields(model):
+        for spelling in field.flags:
+            by_flag[spelling] = (field, True)
+            if field.is_bool:
+                by_flag["--no-" + spelling[2:]] = (field, False)
     config_file: str | None = None
     values: dict[str, Any] = {}
     i = 0
@@ -28,7 +28,9 @@ def parse_args(model: type[BaseModel], args: Sequence[str], command: str) -> tup
         word = args[i]
         flag, eq, inline = word.partition("=")
         if flag == "--config" or flag in by_flag:
-            leaf, truth = by_flag.get(flag, (None, True))
+            entry = by_flag.get(flag)
+            leaf: LeafField | None = entry[0] if entry is not None else None
+            truth = entry[1] if entry is not None else True
             if leaf is not None and leaf.is_bool and not eq:
                 values[leaf.path] = truth
                 i += 1
