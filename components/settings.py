@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cdseg import __version__
+from cdseg.launch.backend import BACKEND_NAMES
 from cdseg.launch.spec import DEFAULT_IMAGE as _JOB_IMAGE
 
 #: The project's image (docker/Dockerfile): cdseg, its dependencies and kfp baked in, so components
@@ -23,4 +24,4 @@ RECIPE_DEFAULT: dict[str, object] = {
 
 #: Launch modes of the train component: in its own pod, or as a cluster job of a kind (`auto`: whichever
 #: the cluster serves, TrainJob first; see cdseg.launch.backend).
-LAUNCH_MODES = ("local", "auto", "trainjob", "pytorchjob")
+LAUNCH_MODES = ("local", "auto", *BACKEND_NAMES)

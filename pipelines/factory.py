@@ -10,6 +10,7 @@ from kfp.dsl import Model
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components import DEFAULT_CPU_IMAGE, DEFAULT_IMAGE, RECIPE_DEFAULT
+from components.cleanup import cleanup
 from components.evaluate import evaluate
 from components.prepare import prepare
 from components.report import report
@@ -256,7 +257,7 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         pending_timeout_s: int = 1800,
         keep_pushed_metrics: bool = False,
         step0_model: str = "",  # last: KFP passes the parameters by position, and it is dropped unless used
-    ) -> dsl.Artifact:
+    ) -> None:
         # the docstring (the UI's parameter descriptions) is built from PARAM_DOCS and PIPELINE_DOCS below
         hparams = {"trainer.epochs": epochs, "trainer.batch_size": batch_size, "optimizer.lr": lr,
                    "trainer.patience": patience, "data.crop_size": crop_size, "in_channels": in_channels}
@@ -264,38 +265,45 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         def common(t: Any, name: str, cpu: Any, memory: Any, task_image: Any = image) -> Any:
             return task_settings(t, opts, name=name, image=task_image, cpu=cpu, memory=memory)
 
-        prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare",
-                      prepare_cpu, prepare_memory)
-        data = prep.outputs["dataset"]
-        history = None
-        prev = None
-        for k in range(steps):
-            if k == 0 and opts.import_step0:
-                imp = dsl.importer(artifact_uri=step0_model, artifact_class=Model, reimport=False)
-                imp.set_display_name("import step 0")
-                model = imp.output
-            else:
-                kwargs: dict[str, Any] = {"prev_model": prev} if prev is not None else {}
-                tr = train_step(
-                    task=task, step=k, method=method, data=data, options=train_options, hparams=hparams,
-                    launch_mode=launch_mode, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    num_workers=num_workers, nproc_per_node=nproc, image=image, namespace=namespace,
-                    gpus=gpus_per_node, cpu=job_cpu, memory=job_memory, node_selector=node_selector,
-                    tolerations=tolerations, volumes=job_volumes(opts), queue=queue, priority_class=priority_class,
-                    timeout=job_timeout_s, pending_timeout=pending_timeout_s, **kwargs,
-                )
-                common(tr, f"train step {k}", train_task_cpu, train_task_memory, train_task_image)
-                train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)
-                model = tr.outputs["model"]
-            earlier: dict[str, Any] = {"earlier": history} if history is not None else {}
-            ev = common(evaluate(data=data, model=model, options=test_options, method=method,
-                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **earlier), f"evaluate step {k}",
-                        evaluate_cpu, evaluate_memory)
-            history = ev.outputs["history"]
-            prev = model
-        rep = common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=keep_pushed_metrics,
-                            history=history), "report", REPORT_CPU, REPORT_MEMORY)
-        return rep.outputs["report_dir"]
+        # The exit task deletes any job still labelled with this run: a train task whose launcher was killed
+        # (SIGKILL, a lost node) cannot delete its own. It runs however the tasks inside the handler end. Every
+        # task is inside (KFP forbids a task outside depending on one inside), so the pipeline has no output of its
+        # own (KFP takes those only from the top level): the report is the report task's artifact `report_dir`.
+        exit_task = cleanup(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, launch_mode=launch_mode, namespace=namespace)
+        common(exit_task, "clean up jobs", REPORT_CPU, REPORT_MEMORY, train_task_image)
+        exit_task.set_caching_options(enable_caching=False)  # a cached "nothing left" would skip the deletion
+        with dsl.ExitHandler(exit_task, name="train-and-evaluate"):
+            prep = common(prepare(source=source, options=prepare_options, output_uri=data_uri), "prepare",
+                          prepare_cpu, prepare_memory)
+            data = prep.outputs["dataset"]
+            history = None
+            prev = None
+            for k in range(steps):
+                if k == 0 and opts.import_step0:
+                    imp = dsl.importer(artifact_uri=step0_model, artifact_class=Model, reimport=False)
+                    imp.set_display_name("import step 0")
+                    model = imp.output
+                else:
+                    kwargs: dict[str, Any] = {"prev_model": prev} if prev is not None else {}
+                    tr = train_step(
+                        task=task, step=k, method=method, data=data, options=train_options, hparams=hparams,
+                        launch_mode=launch_mode, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                        num_workers=num_workers, nproc_per_node=nproc, image=image, namespace=namespace,
+                        gpus=gpus_per_node, cpu=job_cpu, memory=job_memory, node_selector=node_selector,
+                        tolerations=tolerations, volumes=job_volumes(opts), queue=queue, priority_class=priority_class,
+                        timeout=job_timeout_s, pending_timeout=pending_timeout_s, **kwargs,
+                    )
+                    common(tr, f"train step {k}", train_task_cpu, train_task_memory, train_task_image)
+                    train_placement(tr, accelerator_type, accelerator_count, node_selector, tolerations)
+                    model = tr.outputs["model"]
+                earlier: dict[str, Any] = {"earlier": history} if history is not None else {}
+                ev = common(evaluate(data=data, model=model, options=test_options, method=method,
+                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **earlier), f"evaluate step {k}",
+                            evaluate_cpu, evaluate_memory)
+                history = ev.outputs["history"]
+                prev = model
+            common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=keep_pushed_metrics,
+                          history=history), "report", REPORT_CPU, REPORT_MEMORY)
 
     if not opts.import_step0:  # the parameter exists only where it is used
         sig = inspect.signature(cdseg_pipeline)

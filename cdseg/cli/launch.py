@@ -7,7 +7,7 @@ import logging
 import sys
 
 from cdseg.cli.command import Command
-from cdseg.launch.config import LaunchConfig
+from cdseg.launch.config import CleanupConfig, LaunchConfig
 
 log = logging.getLogger("cdseg.launch")
 
@@ -60,6 +60,29 @@ def run(cfg: LaunchConfig, extra: argparse.Namespace) -> int:
     return 0
 
 
+def cleanup(cfg: CleanupConfig) -> int:
+    """Delete every job and ConfigMap still labelled with the run; print their names."""
+    from cdseg.launch import connect, delete_run_jobs
+
+    apis = connect(cfg.kubeconfig, cfg.context, cfg.in_cluster)
+    deleted = delete_run_jobs(cfg.run_id, cfg.namespace, apis=apis)
+    log.info("run %s: %s", cfg.run_id, f"deleted {', '.join(deleted)}" if deleted else "no job left")
+    return 0
+
+
+CLEANUP = Command(
+    name="launch cleanup",
+    help="delete the training jobs (and their ConfigMaps) a run left behind",
+    description="Delete every TrainJob and PyTorchJob labelled cdseg.io/run=<run id> in the namespace, and their "
+                "train-config ConfigMaps: what a launcher killed without a chance to clean up (SIGKILL, a lost node) "
+                "left. The pipeline's exit handler runs the same deletion; run it by hand for a run of the experiment "
+                "pipeline or a `cdseg launch` that was killed. A kind the cluster does not serve is skipped.",
+    config=CleanupConfig,
+    run=cleanup,
+    epilog="exit codes: 0 done (also when nothing was left); 2 bad option, kubeconfig or permission; 1 the API "
+           "server kept failing.",
+)
+
 COMMAND = Command(
     name="launch",
     help="run one incremental step as a TrainJob or PyTorchJob on Kubernetes",
@@ -71,3 +94,5 @@ COMMAND = Command(
     add_arguments=_add_arguments,
     epilog=EPILOG,
 )
+
+COMMANDS = {"launch": COMMAND, "launch cleanup": CLEANUP}

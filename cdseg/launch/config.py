@@ -1,4 +1,5 @@
-"""`LaunchConfig`: the options of `cdseg launch`: the job (`JobSpec`'s fields, the same names) and how to follow it."""
+"""The options of `cdseg launch` (`LaunchConfig`: the job, `JobSpec`'s fields by the same names, and how to follow
+it) and of `cdseg launch cleanup` (`CleanupConfig`: delete what a run left); both reach the cluster the same way."""
 
 from __future__ import annotations
 
@@ -7,11 +8,29 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from cdseg.config import Section
 from cdseg.launch.runner import RunOptions
 from cdseg.launch.spec import JobSpec
 
 
-class LaunchConfig(JobSpec):
+class ClusterAccess(Section):
+    """How the launcher reaches the API server."""
+
+    kubeconfig: str | None = Field(None, description="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    context: str | None = Field(None, description="kubeconfig context")
+    in_cluster: bool | None = Field(None, description="use the pod's service account (default: when inside a pod)")
+
+
+class CleanupConfig(ClusterAccess):
+    """`cdseg launch cleanup`: delete every job (of either kind) and train-config ConfigMap a run left behind."""
+
+    run_id: str = Field(min_length=1, description="the run whose jobs to delete: the --run given to cdseg launch, or "
+                                                  "the pipeline run's id (label cdseg.io/run)")
+    namespace: str = Field(JobSpec.model_fields["namespace"].default,
+                           description=JobSpec.model_fields["namespace"].description)
+
+
+class LaunchConfig(JobSpec, ClusterAccess):
     """One incremental step as a training job (every `JobSpec` field), plus the launcher's wait limits, clean-up
     policy and cluster access, which are not part of the job."""
 
@@ -24,16 +43,13 @@ class LaunchConfig(JobSpec):
                                                                   "queued, image pulls); none: wait")
     delete_on_success: bool = Field(False, description="delete the job as soon as it succeeds (else ttl applies)")
     keep_failed: bool = Field(False, description="keep a failed job and its pods for debugging")
-    kubeconfig: str | None = Field(None, description="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    context: str | None = Field(None, description="kubeconfig context")
-    in_cluster: bool | None = Field(None, description="use the pod's service account (default: when inside a pod)")
     dry_run: bool = Field(False, description="print the job's YAML (TrainJob or PyTorchJob, per backend) and its "
                                              "ConfigMap, and exit without contacting the cluster")
 
     def to_spec(self, extra_train_args: list[str] | tuple[str, ...] = ()) -> JobSpec:
         """The `JobSpec` these options describe (train arguments: config's, then `extra_train_args`, resolved into
         the pods' config file; the deadline: `deadline()`)."""
-        data = {k: v for k, v in self.model_dump().items() if k in JobSpec.model_fields}
+        data = {k: v for k, v in self.model_dump().items() if k in JobSpec.model_fields}  # what the job is
         data.update(train_args=[*self.train_args, *extra_train_args], active_deadline=self.deadline())
         return JobSpec(**data)
 

@@ -43,8 +43,13 @@ def stage(uri: str, dest: str) -> None:
 
 def namespace_of(req: TrainRequest) -> str:
     """The job's namespace: the one given, else this pod's, else `cdseg`."""
-    if req.job.get("namespace"):
-        return str(req.job["namespace"])
+    return pod_namespace(str(req.job.get("namespace") or ""))
+
+
+def pod_namespace(given: str) -> str:
+    """`given`, else the namespace of the pod we run in, else `cdseg`."""
+    if given:
+        return given
     try:
         return _POD_NAMESPACE.read_text().strip() or "cdseg"
     except OSError:
@@ -100,3 +105,23 @@ def run_as_job(req: TrainRequest, *, data: Any, prev_model: Any, poll_s: float |
                      log_sink=lambda line: print(f"[{spec.name}] {line}", flush=True))
     log.info("job %s succeeded in %.0f s", result.name, result.duration_s)
     return str(storage.join(output, f"step-{req.step}", "model"))
+
+
+def delete_left_jobs(run_id: str, *, launch_mode: str, namespace: str = "", api_host: str = "") -> int:
+    """The cleanup component: delete every job (and train-config ConfigMap) labelled with `run_id`; how many jobs.
+    Nothing to do in local mode (no job was made, and there may be no cluster)."""
+    from cdseg.errors import ConfigError
+    from cdseg.launch import delete_run_jobs
+    from components.settings import LAUNCH_MODES
+
+    if launch_mode not in LAUNCH_MODES:
+        raise ConfigError(f"cleanup: launch_mode={launch_mode!r} is not one of {', '.join(LAUNCH_MODES)}")
+    if launch_mode == "local":
+        log.info("launch_mode=local: the run made no cluster job; nothing to clean up")
+        return 0
+    if not run_id or "{{" in run_id:
+        raise ConfigError(f"cleanup: run_id={run_id!r} is not a run's id; the pipeline passes its run id")
+    ns = pod_namespace(namespace)
+    deleted = delete_run_jobs(run_id, ns, apis=api_clients(api_host))
+    log.info("run %s: %s", run_id, f"deleted {', '.join(deleted)} in {ns}" if deleted else f"no job left in {ns}")
+    return len(deleted)

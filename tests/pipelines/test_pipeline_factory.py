@@ -34,10 +34,23 @@ def compile_docs(tmp_path: Path, task: str, dataset: str = "potsdam", num_steps:
     return list(yaml.safe_load_all(path.read_text()))
 
 
+def all_tasks(spec: dict[str, Any]) -> dict[str, Any]:
+    """Every task of the pipeline: the root DAG's and those of its sub-DAGs (the exit handler's)."""
+    out = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        out.update((component.get("dag") or {}).get("tasks") or {})
+    return out
+
+
+def inside(name: str) -> dict[str, str]:
+    """How a task inside the exit handler reads pipeline parameter `name` (through the sub-DAG's input)."""
+    return {"componentInputParameter": f"pipelinechannel--{name}"}
+
+
 def tasks_by_step(spec: dict[str, Any], component: str) -> dict[int, tuple[str, dict[str, Any]]]:
     """{step: (task name, task)} of the tasks running `component` (train-step / evaluate)."""
     out = {}
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = all_tasks(spec)
     for name, task in tasks.items():
         if task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789") != component:
             continue
@@ -77,7 +90,7 @@ def test_chain_of_steps(tmp_path: Path, dataset: str, task_name: str) -> None:
             assert producer(ev, "earlier") == (evals[k - 1][0], "history")
         else:
             assert "earlier" not in ev["inputs"]["artifacts"]
-    report = spec["root"]["dag"]["tasks"]["report"]
+    report = all_tasks(spec)["report"]
     assert producer(report, "history") == (evals[n - 1][0], "history")
     assert spec["pipelineInfo"]["name"] == f"cdseg-{task_name}"
 
@@ -105,7 +118,7 @@ def test_parameters_and_defaults(tmp_path: Path) -> None:
                             ("options", "train_options"), ("workdir", "workdir"), ("nproc_per_node", "nproc"),
                             ("gpus", "gpus_per_node"), ("timeout", "job_timeout_s"),
                             ("pending_timeout", "pending_timeout_s")]:
-            assert p[name] == {"componentInputParameter": param}
+            assert p[name] == inside(param)
         assert p["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 
 
@@ -138,6 +151,9 @@ def test_executors_install_nothing_and_each_task_has_its_resources(tmp_path: Pat
             assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == param("train_task_memory")
             assert res["accelerator"] == {"resourceType": param("accelerator_type"),
                                           "resourceCount": param("accelerator_count")}
+        elif kind == "cleanup":  # the exit task: the small launcher image, as the train tasks in the job modes
+            assert container["image"] == "{{$.inputs.parameters['pipelinechannel--train_task_image']}}"
+            assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == ("500m", "1Gi")
         elif kind == "report":
             assert container["image"] == param("image")
             assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == ("500m", "1Gi")
@@ -151,13 +167,15 @@ def test_executors_install_nothing_and_each_task_has_its_resources(tmp_path: Pat
 def test_retries_and_kubernetes_settings(tmp_path: Path) -> None:
     docs = compile_docs(tmp_path, "222a", retries=2, pvc_name="cdseg-work")
     spec, platform = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name, task in spec["root"]["dag"]["tasks"].items():
+    for name, task in all_tasks(spec).items():
+        if name.startswith("exit-handler"):
+            continue  # the sub-DAG itself; its tasks retry
         assert task["retryPolicy"]["maxRetryCount"] == 2, name
     trains = tasks_by_step(spec, "train-step")
     for name, _ in trains.values():
         k8s = platform[f"exec-{name}"]
-        assert k8s["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "node_selector"}}
-        assert k8s["tolerations"] == [{"tolerationJson": {"componentInputParameter": "tolerations"}}]
+        assert k8s["nodeSelector"] == {"nodeSelectorJson": inside("node_selector")}
+        assert k8s["tolerations"] == [{"tolerationJson": inside("tolerations")}]
         assert k8s["pvcMount"][0]["mountPath"] == "/mnt/cdseg"
     assert platform["exec-prepare"]["pvcMount"][0]["constant"] == "cdseg-work"
 
@@ -167,7 +185,7 @@ def test_import_step0_variant(tmp_path: Path) -> None:
     assert spec["root"]["inputDefinitions"]["parameters"]["step0_model"]["defaultValue"] == ""
     trains = tasks_by_step(spec, "train-step")
     assert sorted(trains) == [1, 2]
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = all_tasks(spec)
     importers = [n for n, t in tasks.items() if "importer" in t["componentRef"]["name"]]
     assert len(importers) == 1
     assert producer(trains[1][1], "prev_model") == (importers[0], "artifact")
@@ -190,3 +208,25 @@ def test_step_count_is_the_tasks_with_no_maximum(tmp_path: Path) -> None:
         make_pipeline("222a", num_steps=0)
     spec = compile_docs(tmp_path, "222a", num_steps=8)[0]  # more steps than ISPRS has classes: fine
     assert sorted(tasks_by_step(spec, "evaluate")) == list(range(8))
+
+
+def test_an_exit_handler_deletes_the_runs_jobs(tmp_path: Path) -> None:
+    """Every task runs inside one dsl.ExitHandler whose exit task, `cleanup`, deletes the jobs still labelled with
+    the run's id however the run ends (a launcher killed by SIGKILL cannot delete its own); never cached."""
+    spec = compile_docs(tmp_path, "222a")[0]
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"cleanup", "exit-handler-1"}, "nothing runs outside the handler"
+    exit_task = root["cleanup"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert exit_task["dependentTasks"] == ["exit-handler-1"]
+    params = exit_task["inputs"]["parameters"]
+    assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert params["launch_mode"] == {"componentInputParameter": "launch_mode"}
+    assert params["namespace"] == {"componentInputParameter": "namespace"}
+    assert exit_task["cachingOptions"] == {}, "a cached 'nothing left' must not skip the deletion"
+    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    trains = [n for n in inner if n.startswith("train-step")]
+    assert len(trains) == 3 and "report" in inner and "prepare" in inner
+    for name in trains:  # the jobs carry the label the exit task deletes by
+        assert inner[name]["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert "outputDefinitions" not in spec["root"], "no pipeline output (KFP takes none from inside a handler)"
