@@ -113,3 +113,20 @@ def test_job_names_differ_per_run_and_step() -> None:
 ])
 def test_job_state(conditions: list[dict[str, str]], phase: str) -> None:
     assert job_state({"status": {"conditions": conditions}}).phase == phase
+
+
+@pytest.mark.parametrize("method", ["mib-cd", "plop", "joint"])
+def test_the_config_file_loads_back_to_the_same_config(tmp_path: Any, method: str) -> None:
+    """What the pods do with the ConfigMap's file (`cdseg train --config`) gives the config the launcher resolved:
+    nothing is lost or re-defaulted by the method recipe on the way."""
+    from cdseg.config import load_config
+    from cdseg.launch.trainconfig import config_map
+    from cdseg.train.config import TrainConfig
+
+    spec = BASE.replace(train_args=["--method", method, "--trainer.epochs", "3", "--no-model.pretrained",
+                                    "--output", "s3://b/o"])
+    path = tmp_path / "train.yaml"
+    path.write_text(config_map(spec)["data"]["train.yaml"])
+    loaded = load_config(TrainConfig, config_file=path, environ={})
+    assert loaded.model_dump(mode="json") == spec.train_config
+    assert (loaded.method, loaded.trainer.epochs, loaded.model.pretrained) == (method, 3, False)
