@@ -209,7 +209,6 @@ class _Runner(Follower):
         for attempt in range(1, self.opts.create_attempts + 1):
             try:
                 try:
-                    self._config_made = True  # from the request on: it may exist even if the answer is lost
                     self.apis.core.create_namespaced_config_map(self.ns, body)
                 except k.client.ApiException as exc:
                     if exc.status != 409:
@@ -217,13 +216,17 @@ class _Runner(Follower):
                     # an earlier attempt's: this attempt's config replaces its file (a merge patch: no read needed)
                     self.apis.core.patch_namespaced_config_map(self.name, self.ns, {
                         "metadata": {k: body["metadata"][k] for k in ("labels", "annotations")}, "data": body["data"]})
+                self._config_made = True
                 return
             except k.client.ApiException as exc:
+                if is_transient(exc):
+                    self._config_made = True  # a 5xx may come after the object was stored: delete it to be sure
                 if not is_transient(exc) or attempt == self.opts.create_attempts:
                     raise translate(exc, verb="create", resource="configmaps", namespace=self.ns, name=self.name) from exc
                 log.warning("create ConfigMap %s/%s: %s %s; retrying in %.1fs", self.ns, self.name, exc.status,
                             exc.reason, delay)
             except NETWORK_ERRORS as exc:
+                self._config_made = True  # the request may have arrived
                 if attempt == self.opts.create_attempts:
                     raise self._unreachable(exc) from exc
             self._sleep(delay)

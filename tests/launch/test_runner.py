@@ -334,3 +334,15 @@ def test_an_earlier_attempts_config_map_is_rewritten(cluster: FakeCluster) -> No
     patched = [r.data for r in cluster.launcher_requests() if r.method.value == "PATCH" and "/configmaps/" in r.url.path]
     assert patched and patched[0]["data"] == config_map(SPEC)["data"]
     assert cluster.left_behind() == []
+
+
+def test_forbidden_configmaps_stop_before_the_job(cluster: FakeCluster) -> None:
+    """A Role without the configmaps rule: one line naming the resource, no job created, nothing to clean up."""
+    status = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 403, "reason": "Forbidden",
+              "message": 'configmaps is forbidden: cannot create resource "configmaps" in the namespace "cdseg"'}
+    cluster.setup(lambda kmock: kmock["post", km.resource("v1/configmaps")] << 403 << status)
+    with pytest.raises(ForbiddenError) as info:
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
+    assert (info.value.verb, info.value.resource) == ("create", "configmaps")
+    assert not job_calls(cluster, "POST"), "the job is never created without its config"
+    assert not [m for m in methods(cluster) if m.startswith("DELETE ")], "nothing was made, nothing is deleted"
