@@ -231,11 +231,6 @@ def label_value(text: str) -> str:
     return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
 
 
-def _has_arg(args: list[str] | tuple[str, ...], flag: str) -> bool:
-    alt = flag.replace("_", "-")
-    return any(a in (flag, alt) or a.startswith((flag + "=", alt + "=")) for a in args)
-
-
 def _arg_value(args: list[str] | tuple[str, ...], flag: str) -> str | None:
     alt = flag.replace("_", "-")
     for i, a in enumerate(args):
