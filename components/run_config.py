@@ -41,8 +41,10 @@ class RunConfig(Section):
     data_uri: str = Field("", description="where prepare writes the dataset, an s3:// prefix or PVC path "
                                           "(empty: a pipeline artifact)")
     namespace: str = Field("", description="namespace of the training jobs (empty: the run's own)")
-    job_cpu: str = Field("", description="CPU limit per training job pod, e.g. \"8\" (empty: none)")
-    job_memory: str = Field("", description="memory limit per training job pod, e.g. \"32Gi\" (empty: none)")
+    job_cpu: str = Field("", description="CPU request and limit per training job pod, e.g. \"8\" "
+                                         "(empty: the launcher's default, 2)")
+    job_memory: str = Field("", description="memory request and limit per training job pod, e.g. \"32Gi\" "
+                                            "(empty: the launcher's default, 8Gi)")
     job_timeout_s: int = Field(86400, ge=1, description="budget of one training step: the job's deadline and the "
                                                         "wait limit (seconds)")
     pending_timeout_s: int = Field(1800, ge=1, description="fail a step, deleting its job, when its pods have not "
@@ -122,6 +124,14 @@ def parse_config(config: dict[str, Any] | None) -> RunConfig:
         reason = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"config[{key!r}]={value!r}: {reason} "
                           f"({RunConfig.model_fields[key].description})") from exc
+
+
+def jobs_namespace(config: dict[str, Any] | None) -> str:
+    """`config`'s `namespace`, read without validating the rest: the pipeline's exit task (components.cleanup)
+    may depend on no task, so it cannot take the configure task's output. A config the configure task refused
+    started no job; its exit task then looks in its own namespace (empty), which is harmless."""
+    value = config.get("namespace", "") if isinstance(config, dict) else ""
+    return value.strip() if isinstance(value, str) else ""
 
 
 def check_run(launch_mode: str, accelerator_type: str, accelerator_count: int) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from cdseg import __version__
+from cdseg.launch.backend import BACKEND_NAMES
+from cdseg.launch.spec import DEFAULT_IMAGE as _JOB_IMAGE
 
 #: The project's image (docker/Dockerfile): cdseg, its dependencies and kfp baked in, so components
-#: compile with `install_kfp_package=False` and nothing is downloaded when a pod starts.
-DEFAULT_IMAGE = f"ghcr.io/cdseg/cdseg:{__version__}"
+#: compile with `install_kfp_package=False` and nothing is downloaded when a pod starts. Defined once, as the
+#: job model's default (`cdseg.launch.spec`; the launcher imports no kubernetes until it talks to a cluster).
+DEFAULT_IMAGE = _JOB_IMAGE
 
 #: The small CPU image (docker/Dockerfile.cpu): the train task's own pod in the job launch modes only
 #: creates and watches the cluster job, so it needs neither CUDA nor a GPU.
@@ -21,4 +24,4 @@ RECIPE_DEFAULT: dict[str, object] = {
 
 #: Launch modes of the train component: in its own pod, or as a cluster job of a kind (`auto`: whichever
 #: the cluster serves, TrainJob first; see cdseg.launch.backend).
-LAUNCH_MODES = ("local", "auto", "trainjob", "pytorchjob")
+LAUNCH_MODES = ("local", "auto", *BACKEND_NAMES)

@@ -29,6 +29,7 @@ from pipelines.factory import (
     REPORT_MEMORY,
     BuildOptions,
     configure_task,
+    job_volumes,
     num_steps_of,
     task_settings,
     train_placement,
@@ -160,11 +161,12 @@ def make_experiment_pipeline(cfg: Any, *, options: BuildOptions | None = None, p
             tr = train_step(
                 task=task, step=step, method=cfg.method_of(name), data=data,
                 options={**cfg.variants.get(name, {}), "seed": seed}, hparams=train_options,
-                launch_mode=launch_mode, nproc=nproc, image=image, namespace=conf["namespace"], workdir=workdir,
-                num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=conf["job_cpu"], memory=conf["job_memory"],
-                node_selector=conf["node_selector"], tolerations=conf["tolerations"], job_timeout_s=conf["job_timeout_s"],
-                run_id=run_id, pvc_name=opts.pvc_name, pvc_mount=opts.pvc_mount, queue=conf["queue"],
-                priority_class=conf["priority_class"], pending_timeout_s=conf["pending_timeout_s"], **kwargs,
+                launch_mode=launch_mode, workdir=workdir, run_id=run_id, num_workers=num_workers,
+                nproc_per_node=nproc, image=image, namespace=conf["namespace"], gpus=gpus_per_node,
+                cpu=conf["job_cpu"], memory=conf["job_memory"], node_selector=conf["node_selector"],
+                tolerations=conf["tolerations"], volumes=job_volumes(opts), queue=conf["queue"],
+                priority_class=conf["priority_class"], timeout=conf["job_timeout_s"],
+                pending_timeout=conf["pending_timeout_s"], **kwargs,
             )
             common(tr, f"train {task} {name} step {step}", conf["train_task_cpu"], conf["train_task_memory"],
                    conf["train_task_image"])

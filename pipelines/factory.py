@@ -10,6 +10,7 @@ from kfp.dsl import Model
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components import DEFAULT_IMAGE, RECIPE_DEFAULT
+from components.cleanup import cleanup
 from components.configure import configure
 from components.evaluate import evaluate
 from components.prepare import prepare
@@ -66,7 +67,9 @@ class BuildOptions:
 #: descriptions of the run parameters the task pipeline and the experiment pipeline share (the UI shows them)
 PARAM_DOCS: dict[str, str] = {
     "source": "the release (zips or folders) or generated scenes to prepare: a path or s3:// URI.",
-    "image": "container image of the configure, prepare, evaluate and report tasks and of the training jobs.",
+    "image": (
+        "container image of the configure, prepare, evaluate, report and clean-up tasks and of the training jobs."
+    ),
     "launch_mode": (
         "where each step trains: auto (a Kubeflow Trainer TrainJob, else a PyTorchJob, whichever the "
         "cluster serves), trainjob, pytorchjob, or local (in the train task's own pod: then set "
@@ -167,6 +170,12 @@ def train_placement(t: Any, settings: Any) -> Any:
     return t
 
 
+def job_volumes(opts: BuildOptions) -> list[dict[str, str]]:
+    """The train component's `volumes` (a `cdseg.launch.VolumeMount` list): the PVC every task mounts, if any, so that
+    a PVC workdir is the same path in the jobs' pods."""
+    return [{"claim": opts.pvc_name, "mount_path": opts.pvc_mount}] if opts.pvc_name else []
+
+
 def _register(t: Any, *values: Any) -> None:
     channels = [v for v in values if isinstance(v, PipelineChannel)]
     if channels:
@@ -221,49 +230,60 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         workdir: str = "",
         config: dict = {},  # noqa: B006
         step0_model: str = "",  # last: KFP passes the parameters by position, and it is dropped unless used
-    ) -> dsl.Artifact:
+    ) -> None:
         # the docstring (the UI's parameter descriptions) is built from PARAM_DOCS and PIPELINE_DOCS below
         hparams = {"trainer.epochs": epochs, "trainer.batch_size": batch_size, "optimizer.lr": lr}
-        run = configure_task(opts, config=config, launch_mode=launch_mode, accelerator_type=accelerator_type,
-                             accelerator_count=accelerator_count, image=image)
-        cfg = run.outputs
 
         def common(t: Any, name: str, cpu: Any, memory: Any, task_image: Any = image) -> Any:
             return task_settings(t, opts, name=name, image=task_image, cpu=cpu, memory=memory)
 
-        prep = common(prepare(source=source, options=cfg["prepare_options"], output_uri=cfg["data_uri"]), "prepare",
-                      cfg["prepare_cpu"], cfg["prepare_memory"])
-        data = prep.outputs["dataset"]
-        history = None
-        prev = None
-        for k in range(steps):
-            if k == 0 and opts.import_step0:
-                imp = dsl.importer(artifact_uri=step0_model, artifact_class=Model, reimport=False)
-                imp.set_display_name("import step 0")
-                model = imp.output
-            else:
-                kwargs: dict[str, Any] = {"prev_model": prev} if prev is not None else {}
-                tr = train_step(
-                    task=task, step=k, method=method, data=data, options=train_options, hparams=hparams,
-                    launch_mode=launch_mode, nproc=nproc, image=image, namespace=cfg["namespace"], workdir=workdir,
-                    num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=cfg["job_cpu"], memory=cfg["job_memory"],
-                    node_selector=cfg["node_selector"], tolerations=cfg["tolerations"],
-                    job_timeout_s=cfg["job_timeout_s"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pvc_name=opts.pvc_name,
-                    pvc_mount=opts.pvc_mount, queue=cfg["queue"], priority_class=cfg["priority_class"],
-                    pending_timeout_s=cfg["pending_timeout_s"], **kwargs,
-                )
-                common(tr, f"train step {k}", cfg["train_task_cpu"], cfg["train_task_memory"], cfg["train_task_image"])
-                train_placement(tr, run)
-                model = tr.outputs["model"]
-            earlier: dict[str, Any] = {"earlier": history} if history is not None else {}
-            ev = common(evaluate(data=data, model=model, options=test_options, method=method,
-                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **earlier), f"evaluate step {k}",
-                        cfg["evaluate_cpu"], cfg["evaluate_memory"])
-            history = ev.outputs["history"]
-            prev = model
-        rep = common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=cfg["keep_pushed_metrics"],
-                            history=history), "report", REPORT_CPU, REPORT_MEMORY)
-        return rep.outputs["report_dir"]
+        # The exit task deletes any job still labelled with this run: a train task whose launcher was killed
+        # (SIGKILL, a lost node) cannot delete its own. It runs however the tasks inside the handler end. KFP lets
+        # an exit task depend on no task, so it reads the jobs' namespace from the config parameter itself (not
+        # from the configure task's outputs) and runs in the run's image, as configure does. Every task, configure
+        # included, is inside (KFP forbids a task outside depending on one inside), so the pipeline has no output
+        # of its own (KFP takes those only from the top level): the report is the report task's artifact
+        # `report_dir`.
+        exit_task = cleanup(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, launch_mode=launch_mode, config=config)
+        common(exit_task, "clean up jobs", REPORT_CPU, REPORT_MEMORY)
+        exit_task.set_caching_options(enable_caching=False)  # a cached "nothing left" would skip the deletion
+        with dsl.ExitHandler(exit_task, name="train-and-evaluate"):
+            run = configure_task(opts, config=config, launch_mode=launch_mode, accelerator_type=accelerator_type,
+                                 accelerator_count=accelerator_count, image=image)
+            cfg = run.outputs
+            prep = common(prepare(source=source, options=cfg["prepare_options"], output_uri=cfg["data_uri"]),
+                          "prepare", cfg["prepare_cpu"], cfg["prepare_memory"])
+            data = prep.outputs["dataset"]
+            history = None
+            prev = None
+            for k in range(steps):
+                if k == 0 and opts.import_step0:
+                    imp = dsl.importer(artifact_uri=step0_model, artifact_class=Model, reimport=False)
+                    imp.set_display_name("import step 0")
+                    model = imp.output
+                else:
+                    kwargs: dict[str, Any] = {"prev_model": prev} if prev is not None else {}
+                    tr = train_step(
+                        task=task, step=k, method=method, data=data, options=train_options, hparams=hparams,
+                        launch_mode=launch_mode, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                        num_workers=num_workers, nproc_per_node=nproc, image=image, namespace=cfg["namespace"],
+                        gpus=gpus_per_node, cpu=cfg["job_cpu"], memory=cfg["job_memory"],
+                        node_selector=cfg["node_selector"], tolerations=cfg["tolerations"], volumes=job_volumes(opts),
+                        queue=cfg["queue"], priority_class=cfg["priority_class"], timeout=cfg["job_timeout_s"],
+                        pending_timeout=cfg["pending_timeout_s"], **kwargs,
+                    )
+                    common(tr, f"train step {k}", cfg["train_task_cpu"], cfg["train_task_memory"],
+                           cfg["train_task_image"])
+                    train_placement(tr, run)
+                    model = tr.outputs["model"]
+                earlier: dict[str, Any] = {"earlier": history} if history is not None else {}
+                ev = common(evaluate(data=data, model=model, options=test_options, method=method,
+                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **earlier), f"evaluate step {k}",
+                            cfg["evaluate_cpu"], cfg["evaluate_memory"])
+                history = ev.outputs["history"]
+                prev = model
+            common(report(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, keep_pushed_metrics=cfg["keep_pushed_metrics"],
+                          history=history), "report", REPORT_CPU, REPORT_MEMORY)
 
     if not opts.import_step0:  # the parameter exists only where it is used
         sig = inspect.signature(cdseg_pipeline)

@@ -159,20 +159,27 @@ def run_local(task: str, *, arguments: dict[str, Any], output: str | Path, num_s
     wall = time.monotonic() - t0
     new = sorted((p for p in root.iterdir() if p.name not in before), key=lambda p: p.stat().st_mtime)
     run_dir = new[-1] if new else root
-    artifact = getattr(result, "output", None)
-    path = getattr(artifact, "path", None)
-    if not path or not Path(path).is_dir():
+    del result  # the pipeline has no output of its own (its tasks run inside the exit handler, see factory.py)
+    report_dir = find_report(run_dir)
+    if report_dir is None:
         raise RuntimeError(f"the local pipeline run of task {task} failed ({tee.last_line.strip() or 'see the log'}); "
                            f"full log: {log_file}")
-    report_dir = Path(path)
     return LocalRun(task=task, pipeline_root=root, run_dir=run_dir, report_dir=report_dir, log_file=log_file,
                     metrics=step_metrics(report_dir), wall_s=wall)
 
 
+def find_report(run_dir: Path) -> Path | None:
+    """The report task's `report_dir` artifact in a local run's folder (None when the report did not finish).
+    It is never a cached one from another run's folder: the report's `run_id` input is this run's id."""
+    found = [p for p in run_dir.glob("**/report_dir") if p.is_dir() and (p / "metrics").is_dir()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def task_labels(pipeline: Any) -> dict[str, str]:
     """KFP task name -> display name (`train-step-2` -> `train step 1`), for progress lines."""
-    tasks = pipeline.pipeline_spec.root.dag.tasks
-    return {name: task.task_info.name or name for name, task in tasks.items()}
+    spec = pipeline.pipeline_spec
+    dags = [spec.root.dag] + [c.dag for c in spec.components.values() if c.WhichOneof("implementation") == "dag"]
+    return {name: task.task_info.name or name for dag in dags for name, task in dag.tasks.items()}
 
 
 def step_metrics(report_dir: Path) -> list[dict[str, Any]]:

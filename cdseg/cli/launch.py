@@ -7,18 +7,20 @@ import logging
 import sys
 
 from cdseg.cli.command import Command
-from cdseg.launch.config import LaunchConfig
+from cdseg.launch.config import CleanupConfig, LaunchConfig
 
 log = logging.getLogger("cdseg.launch")
 
 EPILOG = """\
 examples:
   cdseg launch --run exp1 --step 0 --task 222a --image ghcr.io/cdseg/cdseg:0.1.0 --replicas 2 --gpus 1 \\
-      -- --method mib-cd --data.root s3://bucket/prepared --output s3://bucket/runs/exp1
+      -- --method mib-cd --data.dataset s3://bucket/prepared --output s3://bucket/runs/exp1
   cdseg launch --config k8s/overlays/kind/launch.yaml --step 1 --backend trainjob --dry-run > job.yaml
 
-Everything after `--` is passed to `cdseg train` inside the pods (after --train-args, if any);
---task.name and --task.step are added from --task and --step when absent.
+Everything after `--` is an option of `cdseg train` (after --train-args, if any); they are resolved
+here into the pods' config file (a ConfigMap created and deleted with the job; the pods run
+`cdseg train --config /etc/cdseg/train.yaml`); --task.name and --task.step come from --task and --step.
+--dry-run prints the ConfigMap and the job (kubectl apply -f takes both).
 --backend auto (the default) uses whichever kind the cluster serves, TrainJob first.
 exit codes: 0 job succeeded; 2 bad option or a cluster set-up problem (missing CRD, namespace,
 permission, image); 1 the job failed, timed out, never started (--pending-timeout) or the API kept
@@ -37,10 +39,12 @@ def run(cfg: LaunchConfig, extra: argparse.Namespace) -> int:
 
     from cdseg.errors import UserError
     from cdseg.launch import JobCancelledError, LaunchError, build_job, run_job
+    from cdseg.launch.trainconfig import config_map
 
     spec = cfg.to_spec(list(getattr(extra, "extra_train_args", None) or []))
     if cfg.dry_run:
-        sys.stdout.write(yaml.safe_dump(build_job(spec), sort_keys=False))
+        # the ConfigMap first: `kubectl apply -f` creates it before the job whose pods mount it
+        sys.stdout.write(yaml.safe_dump_all([config_map(spec), build_job(spec)], sort_keys=False))
         return 0
     try:
         result = run_job(spec, kubeconfig=cfg.kubeconfig, context=cfg.context, in_cluster=cfg.in_cluster,
@@ -56,6 +60,29 @@ def run(cfg: LaunchConfig, extra: argparse.Namespace) -> int:
     return 0
 
 
+def cleanup(cfg: CleanupConfig) -> int:
+    """Delete every job and ConfigMap still labelled with the run; print their names."""
+    from cdseg.launch import connect, delete_run_jobs
+
+    apis = connect(cfg.kubeconfig, cfg.context, cfg.in_cluster)
+    deleted = delete_run_jobs(cfg.run_id, cfg.namespace, apis=apis)
+    log.info("run %s: %s", cfg.run_id, f"deleted {', '.join(deleted)}" if deleted else "no job left")
+    return 0
+
+
+CLEANUP = Command(
+    name="launch cleanup",
+    help="delete the training jobs (and their ConfigMaps) a run left behind",
+    description="Delete every TrainJob and PyTorchJob labelled cdseg.io/run=<run id> in the namespace, and their "
+                "train-config ConfigMaps: what a launcher killed without a chance to clean up (SIGKILL, a lost node) "
+                "left. The pipeline's exit handler runs the same deletion; run it by hand for a run of the experiment "
+                "pipeline or a `cdseg launch` that was killed. A kind the cluster does not serve is skipped.",
+    config=CleanupConfig,
+    run=cleanup,
+    epilog="exit codes: 0 done (also when nothing was left); 2 bad option, kubeconfig or permission; 1 the API "
+           "server kept failing.",
+)
+
 COMMAND = Command(
     name="launch",
     help="run one incremental step as a TrainJob or PyTorchJob on Kubernetes",
@@ -67,3 +94,5 @@ COMMAND = Command(
     add_arguments=_add_arguments,
     epilog=EPILOG,
 )
+
+COMMANDS = {"launch": COMMAND, "launch cleanup": CLEANUP}

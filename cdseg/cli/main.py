@@ -11,11 +11,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pydantic import AliasChoices
-
 from cdseg import __version__
 from cdseg.cli.command import Command
-from cdseg.config.fields import LeafField, iter_leaf_fields
+from cdseg.config.fields import iter_leaf_fields
 from cdseg.errors import EXIT_RETRYABLE, ConfigError, TransientError, UserError
 
 log = logging.getLogger("cdseg")
@@ -31,7 +29,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "pipeline compile": ("cdseg.cli.pipeline", "compile the Kubeflow pipeline for a task to YAML"),
     "pipeline run": ("cdseg.cli.pipeline", "run the Kubeflow pipeline locally (KFP local runner)"),
     "pipeline submit": ("cdseg.cli.pipeline", "submit the Kubeflow pipeline to a KFP endpoint"),
-    "launch": ("cdseg.cli.launch", "run one incremental step as a PyTorchJob on Kubernetes"),
+    "launch": ("cdseg.cli.launch", "run one incremental step as a TrainJob or PyTorchJob on Kubernetes"),
+    "launch cleanup": ("cdseg.cli.launch", "delete the training jobs (and their ConfigMaps) a run left behind"),
     "demo": ("cdseg.cli.demo", "the main job: synth -> pipeline (local, CPU) -> per-step table and report"),
     "experiment": ("cdseg.cli.experiment", "a grid of tasks x methods x seeds, with statistics over seeds"),
     "bench prepare": ("cdseg.cli.bench", "benchmark prepare against its CPU bound and gdal_translate"),
@@ -78,13 +77,7 @@ def add_config_options(parser: argparse.ArgumentParser, model: type) -> None:
         if group is None:
             group = parser.add_argument_group(f"{section} options" if section else "options")
             groups[section] = group
-        names = [leaf.flag]
-        for alias in _aliases(leaf):
-            # an older spelling of the option (e.g. the original's --kd.decoder-factor for --kd.weight)
-            prefix = leaf.path.rsplit(".", 1)[0] + "." if "." in leaf.path else ""
-            flag = "--" + (prefix + alias).replace("_", "-")
-            if flag not in names:
-                names.append(flag)
+        names = leaf.flags  # with older spellings (e.g. the original's --kd.decoder-factor for --kd.weight)
         kwargs: dict[str, object] = {"dest": "cfg:" + leaf.path, "default": argparse.SUPPRESS,
                                   "help": leaf.help.replace("%", "%%")}
         if leaf.is_bool:
@@ -93,13 +86,6 @@ def add_config_options(parser: argparse.ArgumentParser, model: type) -> None:
         choices = leaf.choices
         metavar = "{" + ",".join(choices) + "}" if choices else leaf.path.rsplit(".", 1)[-1].upper()
         group.add_argument(*names, metavar=metavar, **kwargs)  # type: ignore[arg-type]
-
-
-def _aliases(leaf: LeafField) -> list[str]:
-    alias = leaf.info.validation_alias
-    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
-    own = leaf.path.rsplit(".", 1)[-1]
-    return [c for c in choices if isinstance(c, str) and c != own]
 
 
 def build_parser(path: str, command: Command) -> argparse.ArgumentParser:

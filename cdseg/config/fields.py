@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
 
 from cdseg.errors import ConfigError
@@ -29,6 +29,20 @@ class LeafField:
     def flag(self) -> str:
         """The command-line spelling, `--trainer.batch-size`."""
         return "--" + self.path.replace("_", "-")
+
+    @property
+    def flags(self) -> list[str]:
+        """Every command-line spelling: `flag`, then the older ones its validation aliases give."""
+        names = [self.flag]
+        alias = self.info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        prefix = self.path.rsplit(".", 1)[0] + "." if "." in self.path else ""
+        for choice in choices:
+            if isinstance(choice, str) and choice != self.path.rsplit(".", 1)[-1]:
+                flag = "--" + (prefix + choice).replace("_", "-")
+                if flag not in names:
+                    names.append(flag)
+        return names
 
     @property
     def base_type(self) -> Any:

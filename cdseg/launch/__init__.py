@@ -1,7 +1,7 @@
 """Launch one incremental step as a Kubernetes training job: a Kubeflow Trainer v2 TrainJob or a PyTorchJob.
 
     spec = JobSpec(run="exp1", step=1, task="222a", image="ghcr.io/cdseg/cdseg:0.1.0", backend="trainjob",
-                   train_args=["--method", "mib-cd", "--data.root", "s3://b/prep", "--output", "s3://b/runs/exp1"])
+                   train_args=["--method", "mib-cd", "--data.dataset", "s3://b/prep", "--output", "s3://b/runs/exp1"])
     build_job(spec)                 # the manifest (a dict) of spec.backend (trainjob / pytorchjob)
     run_job(spec)                   # resolve `auto`, create or adopt, follow, stream the log; JobResult or a LaunchError
 

@@ -21,8 +21,13 @@ from cdseg.launch.errors import (
 )
 from cdseg.utils.lazy import lazy_import
 
-#: what the launcher calls besides its backend's resource: following pods, reading the leader's log
-POD_PERMISSIONS: dict[str, frozenset[str]] = {"pods": frozenset({"list"}), "pods/log": frozenset({"get"})}
+#: what the launcher calls besides its backend's resource: following pods, reading the leader's log, and the
+#: job's train-config ConfigMap (create; patch: rewrite one an earlier attempt left, make the job its owner;
+#: delete; list a run's)
+POD_PERMISSIONS: dict[str, frozenset[str]] = {
+    "pods": frozenset({"list"}), "pods/log": frozenset({"get"}),
+    "configmaps": frozenset({"create", "patch", "delete", "list"}),
+}
 
 
 def required_permissions(backends: list[JobBackend] | None = None) -> dict[str, frozenset[str]]:

@@ -9,19 +9,29 @@ from __future__ import annotations
 from typing import Any
 
 from cdseg.launch.spec import JobSpec
+from cdseg.launch.trainconfig import ANNOTATION_CONFIG_HASH, config_digest, config_volume
+
+
+def pod_annotations(spec: JobSpec) -> dict[str, str]:
+    """Annotations of every trainer pod: no service-mesh sidecar, and the digest of the train config it reads."""
+    # a sidecar proxy breaks the rendezvous between the pods
+    return {"sidecar.istio.io/inject": "false", ANNOTATION_CONFIG_HASH: config_digest(spec)}
 
 
 def pod_spec(spec: JobSpec, container_name: str) -> dict[str, Any]:
-    """The pod spec of every trainer pod: hardened, memory-backed /dev/shm, writable /tmp and /cache."""
-    mounts = [{"name": "shm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
+    """The pod spec of every trainer pod: hardened, memory-backed /dev/shm, writable /tmp and /cache, the train
+    config mounted read-only from the job's ConfigMap."""
+    config_vol, config_mount = config_volume(spec)
+    mounts = [{"name": "shm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}, config_mount]
     volumes: list[dict[str, Any]] = [
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
         {"name": "tmp", "emptyDir": {"sizeLimit": spec.tmp_size}},
+        config_vol,
     ]
-    if not any(v.mount_path == "/cache" for v in spec.volumes):
+    if not any(v.mount_path == "/cache" for v in spec.mounts):
         mounts.append({"name": "cache", "mountPath": "/cache"})
         volumes.append({"name": "cache", "emptyDir": {"sizeLimit": spec.cache_size}})
-    for i, vol in enumerate(spec.volumes):
+    for i, vol in enumerate(spec.mounts):
         mount: dict[str, Any] = {"name": f"pvc-{i}", "mountPath": vol.mount_path}
         if vol.read_only:
             mount["readOnly"] = True

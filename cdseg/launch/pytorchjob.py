@@ -9,7 +9,7 @@ from typing import Any
 
 from cdseg.launch.backend import JobState, job_object
 from cdseg.launch.errors import INSTALL_OPERATOR
-from cdseg.launch.pod import pod_spec
+from cdseg.launch.pod import pod_annotations, pod_spec
 from cdseg.launch.spec import COMMON_LABELS, LABEL_METRICS, JobSpec
 
 CONTAINER = "pytorch"  # the operator requires a container of this name
@@ -33,10 +33,10 @@ class PyTorchJobBackend:
         if spec.queue:
             labels["kueue.x-k8s.io/queue-name"] = spec.queue
         run_policy: dict[str, Any] = {"cleanPodPolicy": spec.clean_pod_policy, "backoffLimit": spec.backoff_limit}
-        if spec.active_deadline_s is not None:
-            run_policy["activeDeadlineSeconds"] = spec.active_deadline_s
-        if spec.ttl_s is not None:
-            run_policy["ttlSecondsAfterFinished"] = spec.ttl_s
+        if spec.active_deadline is not None:
+            run_policy["activeDeadlineSeconds"] = spec.active_deadline
+        if spec.ttl is not None:
+            run_policy["ttlSecondsAfterFinished"] = spec.ttl
         job_spec: dict[str, Any] = {"nprocPerNode": str(spec.nproc_per_node), "runPolicy": run_policy}  # a string
         if spec.elastic_min is not None:
             # elastic: Workers only, rendezvous over c10d on Worker 0; a lost node shrinks the job down to
@@ -59,8 +59,7 @@ class PyTorchJobBackend:
             "template": {
                 "metadata": {
                     "labels": {**labels, LABEL_METRICS: "true"},
-                    # a sidecar proxy breaks the rendezvous between master and workers
-                    "annotations": {"sidecar.istio.io/inject": "false"},
+                    "annotations": pod_annotations(spec),
                 },
                 "spec": pod_spec(spec, CONTAINER),
             },

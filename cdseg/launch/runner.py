@@ -2,7 +2,9 @@
 
 Policy: a job that this call created or adopted is deleted on failure, timeout and cancellation
 (unless `keep_failed`), and on success only when `delete_on_success` (otherwise its
-`ttlSecondsAfterFinished` removes it). No error path leaves a job behind.
+`ttlSecondsAfterFinished` removes it). No error path leaves a job behind. The job's ConfigMap (the
+pods' train config, `cdseg.launch.trainconfig`) is created before it, owned by it once it exists, and
+deleted with it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from cdseg.launch.backend import JobBackend, JobState, all_backends, delete_comm
 from cdseg.launch.errors import CRDNotInstalledError, JobCancelledError, JobConflictError, LaunchError
 from cdseg.launch.follow import NETWORK_ERRORS, Follower, RunOptions, is_transient
 from cdseg.launch.kube import KubeApis, connect, kubernetes, served, status_body, translate
-from cdseg.launch.spec import ANNOTATION_RUN, ANNOTATION_SPEC_HASH, LABEL_RUN, LABEL_STEP, JobSpec, label_value
+from cdseg.launch.spec import (
+    ANNOTATION_RUN,
+    ANNOTATION_SPEC_HASH,
+    COMMON_LABELS,
+    LABEL_RUN,
+    LABEL_STEP,
+    JobSpec,
+    label_value,
+)
+from cdseg.launch.trainconfig import config_map, owner_reference
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +91,8 @@ class _Runner(Follower):
                  sink: Callable[[str], None], cancel: threading.Event) -> None:
         super().__init__(spec, apis, backend, opts, sink, cancel)
         self._create_sent = False
+        self._config_made = False  # the ConfigMap exists (this attempt created or replaced it)
+        self._created: dict[str, Any] | None = None  # the job as the create call returned it
         # a kind without a TTL would stay forever: delete it once it has succeeded (its log tail is kept)
         self._delete_on_success = opts.delete_on_success or not backend.expires
 
@@ -102,6 +115,8 @@ class _Runner(Follower):
                     self._delete()
                 elif not owned and self._create_sent:
                     self._delete_if_ours()  # interrupted while the create request was in flight
+                elif not owned and self._config_made:
+                    self._delete_config()  # the job was never created: nothing partial stays
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
@@ -126,7 +141,9 @@ class _Runner(Follower):
     def _create_or_adopt(self) -> bool:
         body = self.backend.build(self.spec)
         for _ in range(3):
+            self._put_config()
             if not self._create(body):
+                self._own_config(self._created)
                 return False
             existing = self._get()
             if existing is None:
@@ -145,6 +162,7 @@ class _Runner(Follower):
             if theirs != ours:
                 log.warning("the adopted job %s/%s was created with other settings than this attempt's (spec hash %s, "
                             "now %s); delete it to run with the new ones", self.ns, self.name, theirs, ours)
+            self._own_config(existing)
             return True
         raise LaunchError(f"could not create or adopt job {self.ns}/{self.name}: it keeps reappearing; retry later")
 
@@ -155,7 +173,7 @@ class _Runner(Follower):
         for attempt in range(1, self.opts.create_attempts + 1):
             try:
                 self._create_sent = True
-                self.apis.custom.create_namespaced_custom_object(*self._co(), body)
+                self._created = self.apis.custom.create_namespaced_custom_object(*self._co(), body)
                 self._create_sent = False
                 log.info("created %s %s/%s (%d pods x %d processes)", self.backend.kind, self.ns, self.name,
                          self.spec.replicas, self.spec.nproc_per_node)
@@ -180,6 +198,65 @@ class _Runner(Follower):
             self._sleep(delay)
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    # ---- the train config's ConfigMap ------------------------------------------------------------------
+    def _put_config(self) -> None:
+        """Create the ConfigMap of the pods' train config (patch it if an earlier attempt left one), retrying
+        5xx, 429 and network errors like the job's create."""
+        k = kubernetes()
+        body = config_map(self.spec)
+        delay = self.opts.retry_backoff_s
+        for attempt in range(1, self.opts.create_attempts + 1):
+            try:
+                try:
+                    self.apis.core.create_namespaced_config_map(self.ns, body)
+                except k.client.ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    # an earlier attempt's: this attempt's config replaces its file (a merge patch: no read needed)
+                    self.apis.core.patch_namespaced_config_map(self.name, self.ns, {
+                        "metadata": {k: body["metadata"][k] for k in ("labels", "annotations")}, "data": body["data"]})
+                self._config_made = True
+                return
+            except k.client.ApiException as exc:
+                if is_transient(exc):
+                    self._config_made = True  # a 5xx may come after the object was stored: delete it to be sure
+                if not is_transient(exc) or attempt == self.opts.create_attempts:
+                    raise translate(exc, verb="create", resource="configmaps", namespace=self.ns, name=self.name) from exc
+                log.warning("create ConfigMap %s/%s: %s %s; retrying in %.1fs", self.ns, self.name, exc.status,
+                            exc.reason, delay)
+            except NETWORK_ERRORS as exc:
+                self._config_made = True  # the request may have arrived
+                if attempt == self.opts.create_attempts:
+                    raise self._unreachable(exc) from exc
+            self._sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _own_config(self, job: dict[str, Any] | None) -> None:
+        """Make the job the ConfigMap's owner, so that the garbage collector deletes it with the job whoever deletes
+        the job (a TTL, kubectl). Not fatal: the launcher and the run's clean-up delete it too."""
+        if not job or not (job.get("metadata") or {}).get("uid"):
+            return
+        patch = {"metadata": {"ownerReferences": [owner_reference(self.backend, job)]}}
+        try:
+            self.apis.core.patch_namespaced_config_map(self.name, self.ns, patch)
+        except Exception as exc:
+            log.warning("could not make job %s/%s the owner of its ConfigMap (%s); it is deleted with the job by "
+                        "the launcher, or by hand: kubectl delete configmap -n %s %s", self.ns, self.name,
+                        str(exc).splitlines()[0][:200], self.ns, self.name)
+
+    def _delete_config(self) -> None:
+        k = kubernetes()
+        try:
+            self.apis.core.delete_namespaced_config_map(self.name, self.ns)
+            log.debug("deleted ConfigMap %s/%s", self.ns, self.name)
+        except k.client.ApiException as exc:
+            if exc.status != 404:
+                log.error("could not delete ConfigMap %s/%s (%s); delete it by hand: kubectl delete configmap -n %s %s",
+                          self.ns, self.name, exc.status, self.ns, self.name)
+        except Exception as exc:
+            log.error("could not delete ConfigMap %s/%s (%s); delete it by hand: kubectl delete configmap -n %s %s",
+                      self.ns, self.name, exc, self.ns, self.name)
 
     def _check_identity(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -209,10 +286,18 @@ class _Runner(Follower):
             if obj is not None:
                 self._check_identity(obj)
                 self._delete()
+                return
         except Exception as exc:
             log.debug("no job to clean up after an interrupted create: %s", exc)
+        if self._config_made:
+            self._delete_config()
 
     def _delete(self) -> None:
+        """Delete the job and its ConfigMap."""
+        self._delete_job()
+        self._delete_config()
+
+    def _delete_job(self) -> None:
         k = kubernetes()
         try:
             self.apis.custom.delete_namespaced_custom_object(
@@ -231,7 +316,8 @@ class _Runner(Follower):
 
 def delete_run_jobs(run: str, namespace: str, *, apis: KubeApis | None = None,
                     backends: list[JobBackend] | None = None) -> list[str]:
-    """Delete every job labelled with run `run` in `namespace` (a pipeline's exit handler); the names deleted.
+    """Delete every job labelled with run `run` in `namespace`, and their train-config ConfigMaps (a pipeline's exit
+    handler, `cdseg launch cleanup`); the names of the jobs deleted.
 
     Covers a launcher killed without a chance to clean up (SIGKILL, a node lost). A backend whose
     resource the cluster does not serve is skipped.
@@ -263,4 +349,26 @@ def delete_run_jobs(run: str, namespace: str, *, apis: KubeApis | None = None,
                                     name=meta["name"]) from exc
             log.info("deleted %s %s/%s left by run %s", backend.kind, namespace, meta["name"], run)
             deleted.append(meta["name"])
+    _delete_run_configs(apis, run, namespace, selector)
     return deleted
+
+
+def _delete_run_configs(apis: KubeApis, run: str, namespace: str, selector: str) -> None:
+    """Delete the train-config ConfigMaps the launcher made for run `run` (the garbage collector does it too once
+    their job is gone, but a launcher killed between creating one and its job leaves it unowned)."""
+    k = kubernetes()
+    managed = f"{selector},app.kubernetes.io/managed-by={COMMON_LABELS['app.kubernetes.io/managed-by']}"
+    try:
+        found = apis.core.list_namespaced_config_map(namespace, label_selector=managed)
+    except k.client.ApiException as exc:
+        raise translate(exc, verb="list", resource="configmaps", namespace=namespace) from exc
+    for cm in found.items or []:
+        meta = cm.metadata
+        if (meta.annotations or {}).get(ANNOTATION_RUN, run) != run or meta.deletion_timestamp:
+            continue
+        try:
+            apis.core.delete_namespaced_config_map(meta.name, namespace)
+        except k.client.ApiException as exc:
+            if exc.status != 404:
+                raise translate(exc, verb="delete", resource="configmaps", namespace=namespace, name=meta.name) from exc
+        log.info("deleted ConfigMap %s/%s left by run %s", namespace, meta.name, run)

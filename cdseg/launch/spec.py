@@ -1,16 +1,21 @@
-"""`JobSpec`: everything that defines one incremental step's distributed training job.
+"""`JobSpec`: the one model of an incremental step's distributed training job.
 
 It is backend-neutral (a `cdseg.launch.backend.JobBackend` turns it into a TrainJob or a PyTorchJob):
-plain values only, no Kubernetes client objects. Names, labels and the train command derived from it live here too.
+plain values only, no Kubernetes client objects. `cdseg launch`'s options, the train component's job
+parameters and the pods' command derive from it; names and labels derived from it live here too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from cdseg import __version__
+from cdseg.config import Section
+from cdseg.config.loader import format_validation_error
 from cdseg.errors import ConfigError
 
 #: label keys put on the job and its pods (values are DNS-safe, see `label_value`)
@@ -32,94 +37,151 @@ MAX_JOB_NAME = 47
 
 RestartPolicy = Literal["OnFailure", "Never", "ExitCode", "Always"]
 CleanPodPolicy = Literal["None", "Running", "All"]
+Backend = Literal["auto", "trainjob", "pytorchjob"]
+
+#: the project's image (docker/Dockerfile), the default of every job and of the pipeline's tasks
+DEFAULT_IMAGE = f"ghcr.io/cdseg/cdseg:{__version__}"
 
 
-@dataclass(frozen=True)
-class VolumeMount:
+class VolumeMount(Section):
     """A PersistentVolumeClaim mounted into every trainer pod."""
 
-    claim: str
-    mount_path: str
-    read_only: bool = False
-    sub_path: str = ""
+    claim: str = Field(description="name of the PersistentVolumeClaim")
+    mount_path: str = Field(description="where the pods see it (an absolute path)")
+    read_only: bool = Field(False, description="mount it read-only")
+    sub_path: str = Field("", description="mount only this folder of the volume ('' for all of it)")
 
 
-@dataclass(frozen=True, kw_only=True)
-class JobSpec:
-    """One step's training job: identity, what runs, where and with what resources.
+class JobSpec(Section):
+    """One step's training job: kind, identity, what runs, where and with what resources.
 
-    `train_args` are the `cdseg train` arguments (e.g. `["--task.name", "222a", "--task.step", "1",
-    "--method", "mib-cd", "--data.root", "s3://...", "--output", "s3://..."]`); `--task.name` and
-    `--task.step` are added from `task`/`step` when absent and must agree with them when present.
+    The one description of a job: `cdseg launch`'s options are its fields (plus how to follow the job,
+    `cdseg.launch.config.LaunchConfig`), the pipeline's train component maps its parameters onto it
+    (`components/train/job.py`), and every backend builds its object from it. The pods run
+    `cdseg train --config <file>`, the file being `train_config`: the resolved TrainConfig, resolved
+    from `train_args` (`cdseg train`'s options) when not given (see `cdseg.launch.trainconfig`).
     """
 
-    run: str
-    step: int
-    image: str
-    train_args: tuple[str, ...] = ()
-    task: str = ""
-    namespace: str = "cdseg"
-    replicas: int = 1                  # pods in all: 1 Master + (replicas - 1) Workers
-    nproc_per_node: int = 1            # processes per pod (torchrun --nproc-per-node)
-    gpus: int = 0                      # nvidia.com/gpu per pod
-    cpu: str = "2"                     # CPU request per pod
-    cpu_limit: str | None = None       # default: the request
-    memory: str = "8Gi"                # memory request and limit per pod
-    shm_size: str = "1Gi"              # size limit of the memory-backed /dev/shm
-    tmp_size: str = "2Gi"              # size limit of the writable /tmp
-    cache_size: str = "10Gi"           # size limit of the /cache emptyDir (unless a volume mounts /cache)
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: tuple[dict[str, object], ...] = ()
-    service_account: str | None = "cdseg-trainer"
-    s3_secret: str | None = "cdseg-s3"       # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
-    defaults_config_map: str | None = "cdseg-defaults"  # ConfigMap of CDSEG_* defaults (optional)
-    volumes: tuple[VolumeMount, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    image_pull_secrets: tuple[str, ...] = ()
-    metrics_port: int = 9400
-    restart_policy: RestartPolicy = "ExitCode"  # exit 1-127 permanent, 128-255 (signals, OOM) retried
-    backoff_limit: int = 3
-    active_deadline_s: int | None = None
-    ttl_s: int | None = 86400
-    clean_pod_policy: CleanPodPolicy = "Running"
-    priority_class: str | None = None
-    queue: str | None = None           # Kueue LocalQueue (label kueue.x-k8s.io/queue-name)
-    elastic_min: int | None = None     # PyTorchJob: elastic (c10d) down to this many pods instead of failing
-    elastic_max: int | None = None     # ... and up to this many (default: replicas)
-    elastic_max_restarts: int = 3      # ... restarting the ranks this many times
-    backend: Literal["auto", "trainjob", "pytorchjob"] = "auto"  # auto: whichever the cluster serves, TrainJob first
-    runtime: str = "torch-distributed"  # TrainJob: the (Cluster)TrainingRuntime it references
-    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
-    run_as_user: int = 1000
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
+    #: resolve `train_args` into `train_config` when validated (`LaunchConfig` does it in `to_spec`, once the
+    #: arguments after `--` are known)
+    resolve_on_validate: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        if not self.run.strip():
-            raise ConfigError("run='' is empty; give the run a name (it names the job and labels its pods)")
-        if self.step < 0:
-            raise ConfigError(f"step={self.step} is negative; steps count from 0")
-        if self.replicas < 1:
-            raise ConfigError(f"replicas={self.replicas} must be at least 1 (the master)")
-        if self.nproc_per_node < 1:
-            raise ConfigError(f"nproc_per_node={self.nproc_per_node} must be at least 1")
+    backend: Backend = Field(
+        "auto", description="kind of job: trainjob (Kubeflow Trainer v2), pytorchjob (Training Operator v1, legacy) "
+                            "or auto (whichever the cluster serves, TrainJob first; --dry-run prints a TrainJob)")
+    runtime: str = Field("torch-distributed", description="trainjob: the ClusterTrainingRuntime (or TrainingRuntime, "
+                                                          "see runtime_kind) the job references")
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = Field(
+        "ClusterTrainingRuntime", description="trainjob: kind of the runtime (TrainingRuntime: one in the job's namespace)")
+
+    run: str = Field("cdseg", description="run name; with the step it names the job (cdseg-<run>-s<step>-<hash>) "
+                                          "and labels it and its pods")
+    task: str = Field("", description="task name (label and --task.name; may also come from the train arguments)")
+    step: int = Field(0, ge=0, description="incremental step (label and --task.step)")
+    namespace: str = Field("cdseg", description="Kubernetes namespace of the job")
+    image: str = Field(DEFAULT_IMAGE, min_length=1, description="training image (docker/Dockerfile)")
+    replicas: int = Field(1, ge=1, description="pods in all (trainjob: numNodes; pytorchjob: 1 master + "
+                                               "replicas-1 workers)")
+    nproc_per_node: int = Field(1, ge=1, description="training processes per pod (one per GPU)")
+    gpus: int = Field(0, ge=0, description="nvidia.com/gpu per pod (0: CPU, gloo)")
+    cpu: str = Field("2", description="CPU request per pod, Kubernetes quantity (also the limit unless cpu_limit)")
+    cpu_limit: str = Field("", description="CPU limit per pod ('' for the request)")
+    memory: str = Field("8Gi", description="memory request and limit per pod, Kubernetes quantity (bytes)")
+    shm_size: str = Field("1Gi", description="size of the memory-backed /dev/shm per pod (bytes; counts against memory)")
+    tmp_size: str = Field("2Gi", description="size limit of the writable /tmp per pod (bytes)")
+    cache_size: str = Field("10Gi", description="size limit of the /cache emptyDir per pod (bytes; unless a volume "
+                                                "mounts /cache)")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node labels the pods must match (JSON)")
+    tolerations: list[dict[str, Any]] = Field(default_factory=list,
+                                              description='pod tolerations (JSON list, e.g. [{"key":"nvidia.com/gpu",'
+                                                          '"operator":"Exists","effect":"NoSchedule"}])')
+    service_account: str = Field("cdseg-trainer", description="service account of the trainer pods ('' for default)")
+    s3_secret: str = Field("cdseg-s3", description="Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY ('' for none)")
+    defaults_config_map: str = Field("cdseg-defaults", description="ConfigMap of CDSEG_* defaults the pods read as "
+                                                                   "env (optional; pytorchjob only; '' for none)")
+    data_pvc: str = Field("", description="PersistentVolumeClaim mounted at /data in every pod ('' for none)")
+    volumes: list[VolumeMount] = Field(default_factory=list, description='more PVCs to mount (JSON list, e.g. '
+                                                                        '[{"claim":"work","mount_path":"/mnt/cdseg"}])')
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="when the kubelet pulls the image (pytorchjob)")
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets for a private registry")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables of the trainer (JSON)")
+    metrics_port: int = Field(9400, ge=1, le=65535, description="port of rank 0's /metrics (local rank r: port + r)")
+    restart_policy: RestartPolicy = Field(
+        "ExitCode", description="pytorchjob pod restarts: ExitCode retries signals/OOM and exit 200 (128-255) only")
+    backoff_limit: int = Field(3, ge=0, description="pytorchjob: pod restarts before the job fails")
+    active_deadline: int | None = Field(None, ge=1, description="job's own wall-clock limit (seconds; server side; "
+                                                                "cdseg launch's default: --timeout, so the job cannot "
+                                                                "outlive the launcher's budget even if the launcher "
+                                                                "is killed)")
+    ttl: int | None = Field(86400, ge=0, description="pytorchjob: seconds a finished job is kept before the operator "
+                                                     "deletes it")
+    clean_pod_policy: CleanPodPolicy = Field("Running", description="pytorchjob: which pods go when the job finishes")
+    priority_class: str = Field("", description="PriorityClass of the pods (pytorchjob) or Kueue WorkloadPriorityClass "
+                                                "(trainjob); '' for none")
+    queue: str = Field("", description="Kueue LocalQueue of the job (label kueue.x-k8s.io/queue-name; '' for none)")
+    elastic_min: int | None = Field(None, ge=1, description="pytorchjob: train elastically (c10d rendezvous), going "
+                                                            "on with down to this many pods when nodes are lost; "
+                                                            "none: fixed size")
+    elastic_max: int | None = Field(None, ge=1, description="pytorchjob, elastic: at most this many pods "
+                                                            "(default: replicas)")
+    elastic_max_restarts: int = Field(3, ge=0, description="pytorchjob, elastic: rank restarts before the job fails")
+    run_as_user: int = Field(1000, ge=1, description="uid (and gid) of the trainer pods (the images' cdseg user)")
+    labels: dict[str, str] = Field(default_factory=dict, description="extra labels of the job and its pods (JSON)")
+    annotations: dict[str, str] = Field(default_factory=dict, description="extra annotations of the job (JSON)")
+    train_args: list[str] = Field(default_factory=list, description="arguments of `cdseg train` (YAML/JSON list; or "
+                                                                    "give them after --), resolved into the pods' "
+                                                                    "config file")
+    # not an option: the resolved TrainConfig the pods read (from train_args, or given whole by the pipeline)
+    train_config: dict[str, Any] = Field(default_factory=dict, exclude=True,
+                                         description="the resolved TrainConfig (a mapping) the pods read as a file")
+
+    def __init__(self, **data: Any) -> None:
+        """Validate `data`; a bad value is a `ConfigError` naming the field (as from the command line)."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc)) from exc
+
+    @field_validator("run", "runtime")
+    @classmethod
+    def _not_empty(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise ValueError(f"{info.field_name} is empty; give it a name")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
         if self.gpus and self.nproc_per_node > self.gpus:
-            raise ConfigError(f"nproc_per_node={self.nproc_per_node} exceeds gpus={self.gpus} per pod; "
-                              "use one process per GPU")
+            raise ValueError(f"nproc_per_node={self.nproc_per_node} exceeds gpus={self.gpus} per pod; "
+                             "use one process per GPU")
         if self.elastic_min is not None and not 1 <= self.elastic_min <= self.replicas <= (
                 self.elastic_max or self.replicas):
-            raise ConfigError(f"elastic_min={self.elastic_min}, replicas={self.replicas}, elastic_max="
-                              f"{self.elastic_max}: need 1 <= elastic_min <= replicas <= elastic_max")
+            raise ValueError(f"elastic_min={self.elastic_min}, replicas={self.replicas}, elastic_max="
+                             f"{self.elastic_max}: need 1 <= elastic_min <= replicas <= elastic_max")
         if self.elastic_max is not None and self.elastic_min is None:
-            raise ConfigError(f"elastic_max={self.elastic_max} needs elastic_min (which turns elastic training on)")
-        if not self.runtime.strip():
-            raise ConfigError("runtime='' is empty; name the TrainingRuntime (default torch-distributed)")
-        if not self.image:
-            raise ConfigError("image='' is empty; give the training image (see docker/)")
+            raise ValueError(f"elastic_max={self.elastic_max} needs elastic_min (which turns elastic training on)")
         _check_arg(self.train_args, "--task.step", str(self.step), "step")
         if self.task:
             _check_arg(self.train_args, "--task.name", self.task, "task")
+        if self.train_config:
+            task = self.train_config.get("task") or {}
+            if task.get("step") != self.step or (self.task and task.get("name") != self.task):
+                raise ValueError(f"train_config's task {task.get('name')!r} step {task.get('step')!r} disagrees "
+                                 f"with task={self.task!r} step={self.step}; make them equal")
+        elif self.resolve_on_validate:
+            from cdseg.launch.trainconfig import resolve_train_config
+
+            # set without re-validation (validate_assignment would run this validator again)
+            self.__dict__["train_config"] = resolve_train_config(self.train_args, self.task, self.step)
+        return self
+
+    def replace(self, **changes: Any) -> JobSpec:
+        """A validated copy with `changes` (train_args or train_config changes re-resolve the config)."""
+        data = {**self.model_dump(), **changes}
+        if "train_config" not in changes and "train_args" not in changes and not {"task", "step"} & set(changes):
+            data["train_config"] = self.train_config  # unchanged: not resolved again
+        return JobSpec(**{k: v for k, v in data.items() if k in JobSpec.model_fields})
 
     @property
     def name(self) -> str:
@@ -131,6 +193,12 @@ class JobSpec:
         """Training processes in all."""
         return self.replicas * self.nproc_per_node
 
+    @property
+    def mounts(self) -> list[VolumeMount]:
+        """Every PVC the pods mount: data_pvc at /data, then volumes."""
+        data = [VolumeMount(claim=self.data_pvc, mount_path="/data")] if self.data_pvc else []
+        return data + list(self.volumes)
+
     def identity_labels(self) -> dict[str, str]:
         """Labels that identify the (run, step) a job belongs to (used for adoption)."""
         out = {LABEL_RUN: label_value(self.run), LABEL_STEP: str(self.step)}
@@ -139,14 +207,12 @@ class JobSpec:
         return out
 
     def train_command(self) -> list[str]:
-        """`torchrun -m cdseg train ...` (through `cdseg.train.torchrun`, which passes a rank's retryable exit
-        code on, where torchrun itself exits 1); torchrun reads nodes, rank and master from the PET_* env."""
-        args = list(self.train_args)
-        if self.task and not _has_arg(args, "--task.name"):
-            args = ["--task.name", self.task, *args]
-        if not _has_arg(args, "--task.step"):
-            args = [*args, "--task.step", str(self.step)]
-        return [*TORCHRUN, "-m", "cdseg", "train", *args]
+        """`torchrun -m cdseg train --config <the mounted train config>` (through `cdseg.train.torchrun`, which
+        passes a rank's retryable exit code on, where torchrun itself exits 1); torchrun reads nodes, rank and
+        master from the PET_* env."""
+        from cdseg.launch.trainconfig import CONFIG_PATH
+
+        return [*TORCHRUN, "-m", "cdseg", "train", "--config", CONFIG_PATH]
 
 
 def job_name(run: str, step: int) -> str:
@@ -165,11 +231,6 @@ def label_value(text: str) -> str:
     return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
 
 
-def _has_arg(args: list[str] | tuple[str, ...], flag: str) -> bool:
-    alt = flag.replace("_", "-")
-    return any(a in (flag, alt) or a.startswith((flag + "=", alt + "=")) for a in args)
-
-
 def _arg_value(args: list[str] | tuple[str, ...], flag: str) -> str | None:
     alt = flag.replace("_", "-")
     for i, a in enumerate(args):
@@ -181,7 +242,7 @@ def _arg_value(args: list[str] | tuple[str, ...], flag: str) -> str | None:
     return None
 
 
-def _check_arg(args: tuple[str, ...], flag: str, expected: str, field_name: str) -> None:
+def _check_arg(args: list[str] | tuple[str, ...], flag: str, expected: str, field_name: str) -> None:
     value = _arg_value(args, flag)
     if value is not None and value != expected:
         raise ConfigError(f"train argument {flag} {value} disagrees with {field_name}={expected}; "

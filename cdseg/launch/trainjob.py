@@ -14,7 +14,7 @@ from typing import Any
 
 from cdseg.errors import ConfigError
 from cdseg.launch.backend import JobState, job_object
-from cdseg.launch.pod import pod_spec
+from cdseg.launch.pod import pod_annotations, pod_spec
 from cdseg.launch.spec import COMMON_LABELS, LABEL_METRICS, JobSpec
 
 GROUP = "trainer.kubeflow.org"
@@ -78,7 +78,7 @@ class TrainJobBackend:
                                     "securityContext": container["securityContext"]}]
         replicated_job = {"name": NODE, "template": {"spec": {"template": {
             "metadata": {"labels": {**labels, LABEL_METRICS: "true"},
-                         "annotations": {"sidecar.istio.io/inject": "false"}},
+                         "annotations": pod_annotations(spec)},
             "spec": patch_pod,
         }}}}
         job_spec: dict[str, Any] = {
@@ -87,8 +87,8 @@ class TrainJobBackend:
             "runtimePatches": [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {
                 "replicatedJobs": [replicated_job]}}}}],
         }
-        if spec.active_deadline_s is not None:
-            job_spec["activeDeadlineSeconds"] = spec.active_deadline_s
+        if spec.active_deadline is not None:
+            job_spec["activeDeadlineSeconds"] = spec.active_deadline
         return job_object(self, spec, labels, job_spec)
 
     def state(self, obj: dict[str, Any]) -> JobState:

@@ -17,26 +17,28 @@ def train_step(
     options: dict = {},  # noqa: B006 (KFP needs a literal default)
     hparams: dict = {},  # noqa: B006
     launch_mode: str = "local",
-    nproc: int = 1,
+    workdir: str = "",
+    run_id: str = "",
+    api_host: str = "",
+    num_workers: int = 0,
+    nproc_per_node: int = 1,
     image: str = "",
     namespace: str = "",
-    workdir: str = "",
-    num_workers: int = 0,
-    gpus_per_node: int = 0,
+    gpus: int = 0,
     cpu: str = "",
     memory: str = "",
     node_selector: dict = {},  # noqa: B006
     tolerations: list = [],  # noqa: B006
-    job_timeout_s: int = 86400,
-    run_id: str = "",
-    api_host: str = "",
-    pvc_name: str = "",
-    pvc_mount: str = "",
+    volumes: list = [],  # noqa: B006
     queue: str = "",
     priority_class: str = "",
-    pending_timeout_s: int = 1800,
+    timeout: int = 86400,
+    pending_timeout: int = 1800,
 ) -> str:
     """Train incremental step `step` of `task` with `method`, from the previous step's checkpoint.
+
+    The job parameters (from `nproc_per_node` on) are `cdseg.launch.JobSpec`'s and `cdseg launch`'s options of
+    the same names (see `cdseg launch --help`); an empty string means the model's default.
 
     Args:
         task: task name (`offline`, `222a`, `321`, `6s`) or a task YAML URI.
@@ -48,26 +50,26 @@ def train_step(
         options: other `cdseg train` options as dotted keys, e.g. `{"kd.weight": 5, "trainer.max_iters": 20}`;
             they win over `hparams` and over the method recipe.
         hparams: the pipeline's hyper-parameters as dotted keys (`trainer.epochs`, `optimizer.lr`, ...).
-        launch_mode: `local` (this process, or `torchrun` with `nproc` processes), or a cluster job: `trainjob`
-            (Kubeflow Trainer v2), `pytorchjob` (Training Operator v1, legacy) or `auto` (whichever is served).
-        nproc: processes per node (local torchrun, or the job's processes per node).
-        image: the job's image (default: the project's image).
-        namespace: the job's namespace (default: this pod's).
+        launch_mode: `local` (this process, or `torchrun` with `nproc_per_node` processes), or a cluster job:
+            `trainjob` (Kubeflow Trainer v2), `pytorchjob` (Training Operator v1, legacy) or `auto` (whichever is
+            served); the job's `backend`.
         workdir: shared storage for a job (an s3:// prefix, or a PVC path mounted in the job's pods).
-        num_workers: job nodes besides the first (rank 0).
-        gpus_per_node: GPUs per job pod (0: CPU, gloo).
-        cpu: CPU limit per job pod (e.g. "8"; empty: none).
-        memory: memory limit per job pod (e.g. "32Gi"; empty: none).
-        node_selector: node labels for the job's pods.
-        tolerations: tolerations (Kubernetes objects) for the job's pods.
-        job_timeout_s: the step's budget: the job's own deadline and the launcher's wait limit (seconds).
         run_id: a run-unique id naming the job and its storage prefix (the pipeline passes its run id).
         api_host: Kubernetes API URL (tests); empty: in-cluster config, else ~/.kube/config.
-        pvc_name: a PVC mounted in the job's pods at `pvc_mount` (the same one this pod mounts), for a PVC workdir.
-        pvc_mount: where `pvc_name` is mounted.
+        num_workers: job pods besides the first (rank 0): the job's `replicas` is 1 + num_workers.
+        nproc_per_node: training processes per pod (local torchrun, or the job's).
+        image: the job's image (empty: the project's image).
+        namespace: the job's namespace (empty: this pod's).
+        gpus: nvidia.com/gpu per job pod (0: CPU, gloo).
+        cpu: CPU request and limit per job pod (e.g. "8"; empty: the job model's default).
+        memory: memory request and limit per job pod (e.g. "32Gi"; empty: the job model's default).
+        node_selector: node labels for the job's pods.
+        tolerations: tolerations (Kubernetes objects) for the job's pods.
+        volumes: PVCs mounted in the job's pods, `[{"claim": ..., "mount_path": ...}]` (a PVC workdir's).
         queue: Kueue LocalQueue of the job (empty: none).
         priority_class: the job pods' PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob).
-        pending_timeout_s: fail the step (and delete the job) when its pods have not started by then.
+        timeout: the step's budget in seconds: the job's own deadline and the launcher's wait limit.
+        pending_timeout: fail the step (and delete the job) when its pods have not started by then (seconds).
 
     Returns:
         Where the checkpoint lives: the artifact (local mode) or its shared-storage URI (job modes).
@@ -77,11 +79,12 @@ def train_step(
 
     setup_logging()
     request = TrainRequest(
-        task=task, step=step, method=method, options=options, hparams=hparams, launch_mode=launch_mode, nproc=nproc,
-        image=image, namespace=namespace, workdir=workdir, num_workers=num_workers, gpus_per_node=gpus_per_node, cpu=cpu,
-        memory=memory, node_selector=node_selector, tolerations=tolerations, job_timeout_s=job_timeout_s,
-        run_id=run_id, api_host=api_host, pvc_name=pvc_name, pvc_mount=pvc_mount, queue=queue,
-        priority_class=priority_class, pending_timeout_s=pending_timeout_s,
+        task=task, step=step, method=method, options=options, hparams=hparams, launch_mode=launch_mode,
+        workdir=workdir, run_id=run_id, api_host=api_host, num_workers=num_workers, timeout=timeout,
+        pending_timeout=pending_timeout,
+        job={"nproc_per_node": nproc_per_node, "image": image, "namespace": namespace, "gpus": gpus, "cpu": cpu,
+             "memory": memory, "node_selector": node_selector, "tolerations": tolerations, "volumes": volumes,
+             "queue": queue, "priority_class": priority_class},
     )
     return run_train_step(request, data=data, prev_model=prev_model, model=model)
 

@@ -10,13 +10,12 @@ so that the signal reaches it) deletes the job before the step ends.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from components import artifacts
-from components.train.run import TrainRequest, default_image, train_config
+from components.train.run import TrainRequest, train_config
 
 log = logging.getLogger("cdseg.components.train")
 
@@ -42,26 +41,15 @@ def stage(uri: str, dest: str) -> None:
         storage.upload_dir(uri, dest, replace=True)
 
 
-def train_args(cli: dict[str, Any]) -> list[str]:
-    """`cdseg train` arguments for the resolved options (`--section.field value`, `--[no-]flag` for booleans)."""
-    args: list[str] = []
-    for key, value in cli.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + key.replace("_", "-"))
-        elif value is None:
-            args += [flag, "none"]
-        elif isinstance(value, (list, dict, tuple)):
-            args += [flag, json.dumps(value)]
-        else:
-            args += [flag, str(value)]
-    return args
-
-
 def namespace_of(req: TrainRequest) -> str:
     """The job's namespace: the one given, else this pod's, else `cdseg`."""
-    if req.namespace:
-        return req.namespace
+    return pod_namespace(str(req.job.get("namespace") or ""))
+
+
+def pod_namespace(given: str) -> str:
+    """`given`, else the namespace of the pod we run in, else `cdseg`."""
+    if given:
+        return given
     try:
         return _POD_NAMESPACE.read_text().strip() or "cdseg"
     except OSError:
@@ -82,7 +70,7 @@ def api_clients(api_host: str) -> Any:
 def run_as_job(req: TrainRequest, *, data: Any, prev_model: Any, poll_s: float | None = None) -> str:
     """Run the step as a cluster job (`req.launch_mode`: auto, trainjob, pytorchjob); the URI of its checkpoint."""
     from cdseg import storage
-    from cdseg.launch import JobSpec, RunOptions, VolumeMount, run_job
+    from cdseg.launch import JobSpec, RunOptions, run_job
 
     base = storage.join(req.workdir, "runs", req.run_id)
     moves: list[tuple[str, str]] = []  # (artifact location, shared copy) to stage
@@ -99,30 +87,16 @@ def run_as_job(req: TrainRequest, *, data: Any, prev_model: Any, poll_s: float |
         prev_uri = shared(artifacts.location(prev_model), storage.join(base, "inputs", f"step-{req.step - 1}"))
     output = storage.join(base, req.method)
     cfg = train_config(req, data_uri, prev_uri, output)  # invalid options fail here, before any copy or API call
+    # the job: the component's job settings, its identity, and the resolved config its pods read as a file
+    spec = JobSpec(**{**req.job, "namespace": namespace_of(req)}, run=req.run_id, task=req.task, step=req.step,
+                   backend=req.launch_mode, replicas=1 + req.num_workers, active_deadline=req.timeout,
+                   train_config=cfg.model_dump(mode="json"))
     if isinstance(getattr(cfg, "storage", None), storage.StorageConfig):
         storage.configure(cfg.storage)  # endpoint / region from CDSEG_STORAGE__* (the pipeline's ConfigMap)
     for uri, dest in moves:
         stage(uri, dest)
-    cli = artifacts.typed_options(type(cfg), {**req.hparams, **req.options})
-    cli.update({"method": req.method, "data.dataset": data_uri, "output": output})
-    if prev_uri:
-        cli["prev_checkpoint"] = prev_uri
-    resources: dict[str, Any] = {}
-    if req.cpu:
-        resources["cpu"] = req.cpu
-    if req.memory:
-        resources["memory"] = req.memory
-    spec = JobSpec(
-        run=req.run_id, task=req.task, step=req.step, image=default_image(req.image), train_args=tuple(train_args(cli)),
-        namespace=namespace_of(req), replicas=1 + req.num_workers, nproc_per_node=req.nproc, gpus=req.gpus_per_node,
-        node_selector={str(k): str(v) for k, v in (req.node_selector or {}).items()},
-        tolerations=tuple(req.tolerations or ()),
-        volumes=(VolumeMount(req.pvc_name, req.pvc_mount),) if req.pvc_name else (),
-        active_deadline_s=req.job_timeout_s, backend=cast(Any, req.launch_mode), queue=req.queue or None,
-        priority_class=req.priority_class or None, **resources,
-    )
     # handle_signals: a cancelled run's SIGTERM deletes the job (only takes effect in the main thread)
-    options = RunOptions(timeout_s=float(req.job_timeout_s), pending_timeout_s=float(req.pending_timeout_s))
+    options = RunOptions(timeout_s=float(req.timeout), pending_timeout_s=float(req.pending_timeout))
     if poll_s is not None:
         options.watch_window_s, options.pod_check_s, options.delete_wait_s = poll_s, poll_s, poll_s
     log.info("step %d as a %s job %s/%s (%d pod(s) x %d process(es), image %s)", req.step, req.launch_mode,
@@ -131,3 +105,23 @@ def run_as_job(req: TrainRequest, *, data: Any, prev_model: Any, poll_s: float |
                      log_sink=lambda line: print(f"[{spec.name}] {line}", flush=True))
     log.info("job %s succeeded in %.0f s", result.name, result.duration_s)
     return str(storage.join(output, f"step-{req.step}", "model"))
+
+
+def delete_left_jobs(run_id: str, *, launch_mode: str, namespace: str = "", api_host: str = "") -> int:
+    """The cleanup component: delete every job (and train-config ConfigMap) labelled with `run_id`; how many jobs.
+    Nothing to do in local mode (no job was made, and there may be no cluster)."""
+    from cdseg.errors import ConfigError
+    from cdseg.launch import delete_run_jobs
+    from components.settings import LAUNCH_MODES
+
+    if launch_mode not in LAUNCH_MODES:
+        raise ConfigError(f"cleanup: launch_mode={launch_mode!r} is not one of {', '.join(LAUNCH_MODES)}")
+    if launch_mode == "local":
+        log.info("launch_mode=local: the run made no cluster job; nothing to clean up")
+        return 0
+    if not run_id or "{{" in run_id:
+        raise ConfigError(f"cleanup: run_id={run_id!r} is not a run's id; the pipeline passes its run id")
+    ns = pod_namespace(namespace)
+    deleted = delete_run_jobs(run_id, ns, apis=api_clients(api_host))
+    log.info("run %s: %s", run_id, f"deleted {', '.join(deleted)} in {ns}" if deleted else f"no job left in {ns}")
+    return len(deleted)

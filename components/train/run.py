@@ -26,7 +26,7 @@ from typing import Any
 
 from cdseg.errors import ConfigError
 from components import artifacts
-from components.settings import DEFAULT_IMAGE, LAUNCH_MODES, RECIPE_DEFAULT
+from components.settings import LAUNCH_MODES, RECIPE_DEFAULT
 
 log = logging.getLogger("cdseg.components.train")
 
@@ -36,7 +36,8 @@ RESERVED = ("task.name", "task.step", "method", "data.dataset", "output", "prev_
 
 @dataclass
 class TrainRequest:
-    """The train component's parameters, validated."""
+    """The train component's parameters, validated: the step's own, and `job`, the cluster job's settings by their
+    `cdseg.launch.JobSpec` field names (an empty string: the model's default)."""
 
     task: str
     step: int
@@ -44,34 +45,36 @@ class TrainRequest:
     options: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
     launch_mode: str = "local"
-    nproc: int = 1
-    image: str = ""
-    namespace: str = ""
     workdir: str = ""
-    num_workers: int = 0
-    gpus_per_node: int = 0
-    cpu: str = ""
-    memory: str = ""
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    job_timeout_s: int = 86400
     run_id: str = ""
     api_host: str = ""
-    pvc_name: str = ""
-    pvc_mount: str = ""
-    queue: str = ""
-    priority_class: str = ""
-    pending_timeout_s: int = 1800
+    num_workers: int = 0       # the job's replicas - 1 (KFP cannot add one to a pipeline parameter)
+    timeout: int = 86400       # the step's budget: the job's activeDeadlineSeconds and the launcher's wait limit
+    pending_timeout: int = 1800
+    job: dict[str, Any] = field(default_factory=dict)
 
     @property
     def as_job(self) -> bool:
         """Whether the step runs as a cluster job (any mode but `local`)."""
         return self.launch_mode != "local"
 
+    @property
+    def nproc(self) -> int:
+        """Training processes per node (local torchrun, or the job's `nproc_per_node`)."""
+        return int(self.job.get("nproc_per_node", 1))
+
     def __post_init__(self) -> None:
-        self.step, self.nproc, self.num_workers = int(self.step), int(self.nproc), int(self.num_workers)
-        self.gpus_per_node, self.job_timeout_s = int(self.gpus_per_node), int(self.job_timeout_s)
-        self.pending_timeout_s = int(self.pending_timeout_s)
+        from cdseg.launch import JobSpec
+
+        self.step, self.num_workers = int(self.step), int(self.num_workers)
+        self.timeout, self.pending_timeout = int(self.timeout), int(self.pending_timeout)
+        unknown = sorted(set(self.job) - set(JobSpec.model_fields))
+        if unknown:
+            raise ConfigError(f"train: job settings {unknown} are not JobSpec fields; use the names of "
+                              "`cdseg launch --help`")
+        # KFP's protobuf Struct turns integers into floats; empty strings mean "the model's default"
+        self.job = {k: (int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in self.job.items()
+                    if v != ""}
         self.options = artifacts.flatten_options(self.options)
         # a hyper-parameter left at its "recipe's" value (0, or -1 for patience) is not passed: the method
         # recipe and TrainConfig decide it, as for `cdseg train` without the option
@@ -82,10 +85,9 @@ class TrainRequest:
         if self.step < 0:
             raise ConfigError(f"train: step={self.step} must be >= 0")
         if self.nproc < 1:
-            raise ConfigError(f"train: nproc={self.nproc} must be >= 1")
-        if self.num_workers < 0 or self.gpus_per_node < 0 or self.job_timeout_s <= 0 or self.pending_timeout_s <= 0:
-            raise ConfigError("train: num_workers and gpus_per_node must be >= 0, job_timeout_s and "
-                              "pending_timeout_s > 0")
+            raise ConfigError(f"train: nproc_per_node={self.nproc} must be >= 1")
+        if self.num_workers < 0 or self.timeout <= 0 or self.pending_timeout <= 0:
+            raise ConfigError("train: num_workers must be >= 0, timeout and pending_timeout > 0")
         taken = sorted((set(self.options) | set(self.hparams)) & set(RESERVED))
         if taken:
             raise ConfigError(f"train: options {taken} are set by the component from its parameters and "
@@ -175,8 +177,3 @@ def run_local(cfg: Any, nproc: int) -> str:
     if rc != 0:
         raise RuntimeError(f"torchrun with {nproc} processes exited with code {rc}; see the log above")
     return str(join(cfg.output, f"step-{cfg.task.step}", "model"))
-
-
-def default_image(image: str) -> str:
-    """The job's image: the one given, else the project's."""
-    return image or DEFAULT_IMAGE

@@ -137,3 +137,39 @@ def test_history_grows_one_step_per_evaluation(tmp_path) -> None:
     steps = report_render.history_steps(earlier)
     assert [p.name for p in steps] == [f"step_{k}" for k in range(12)]  # numeric order: step_10 after step_9
     assert [json.loads((p / "metrics.json").read_text())["step"] for p in steps] == list(range(12))
+
+
+def test_the_train_components_job_parameters_are_the_job_models() -> None:
+    """One model describes a job: each job parameter of the train component is a `JobSpec` field (or a
+    `LaunchConfig` option) of the same name and type, defaulting to the model's default (or to "": the model's);
+    the rest are the step's own parameters."""
+    import inspect
+    import typing
+
+    from cdseg.launch import JobSpec
+    from cdseg.launch.config import LaunchConfig
+    from components.train import train_step
+    from components.train.run import TrainRequest
+
+    step_own = {"task", "step", "method", "data", "model", "prev_model", "options", "hparams", "launch_mode",
+                "workdir", "run_id", "api_host", "num_workers"}
+    params = inspect.signature(train_step.python_func).parameters
+    job_params = [n for n in params if n not in step_own]
+    assert job_params, "the component has job parameters"
+    for name in job_params:
+        info = LaunchConfig.model_fields.get(name)
+        assert info is not None, f"train_step parameter {name!r} is not a JobSpec / LaunchConfig field; rename it"
+        default = params[name].default
+        model_default = info.get_default(call_default_factory=True)
+        if name in ("timeout", "pending_timeout"):  # the pipeline always sets a budget: no None
+            assert isinstance(default, int) and default > 0
+            continue
+        assert default in ("", model_default, [], {}) or (name == "image" and default == ""), (name, default)
+        base = typing.get_origin(info.annotation) or info.annotation
+        assert isinstance(default, base if isinstance(base, type) else object), (name, default, info.annotation)
+    # the settings the component passes to the model are exactly those parameters (by name)
+    req = TrainRequest(task="222a", step=0, method="mib", job={n: params[n].default for n in job_params
+                                                               if n in JobSpec.model_fields})
+    assert set(req.job) <= set(JobSpec.model_fields)
+    with pytest.raises(Exception, match="not JobSpec fields"):
+        TrainRequest(task="222a", step=0, method="mib", job={"gpus_per_node": 1})

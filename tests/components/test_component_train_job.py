@@ -63,7 +63,7 @@ def call(cluster: FakeCluster, inputs: dict[str, Any], **overrides: Any) -> str:
         task="222a", step=1, method="mib-cd", data=inputs["data"], model=inputs["model"],
         prev_model=inputs["prev_model"], options={"trainer.epochs": 2.0}, launch_mode=cluster.backend.name,
         workdir=str(inputs["workdir"]), namespace="cdseg", run_id=RUN, api_host=cluster.url, image="img:1",
-        num_workers=1, gpus_per_node=0, job_timeout_s=60,
+        num_workers=1, gpus=0, timeout=60,
     )
     kwargs.update(overrides)
     return train_step.python_func(**kwargs)
@@ -77,16 +77,18 @@ def created_job(cluster: FakeCluster) -> dict[str, Any]:
     return body if isinstance(body, dict) else json.loads(body)
 
 
-def master_args(job: dict[str, Any]) -> list[str]:
-    if job["kind"] == "TrainJob":
-        container = job["spec"]["trainer"]
-    else:
-        container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
-    return [*container.get("command", []), *container.get("args", [])]
+def pods_config(cluster: FakeCluster) -> dict[str, Any]:
+    """The train config the job's pods read: the file in the ConfigMap the launcher created with the job."""
+    import yaml
 
-
-def arg(args: list[str], flag: str) -> str:
-    return args[args.index(flag) + 1]
+    posts = [r for r in cluster.launcher_requests() if r.method.value == "POST" and "/configmaps" in r.url.path]
+    assert len(posts) == 1
+    body = posts[0].data if isinstance(posts[0].data, dict) else json.loads(posts[0].data)
+    cmd = created_job(cluster)
+    container = cmd["spec"]["trainer"] if cmd["kind"] == "TrainJob" else \
+        cmd["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert container["command"][-2:] == ["--config", "/etc/cdseg/train.yaml"], "options never re-serialised"
+    return dict(yaml.safe_load(body["data"]["train.yaml"]))
 
 
 def test_success_fills_the_model_from_shared_storage(cluster: FakeCluster, inputs: dict[str, Any]) -> None:
@@ -102,15 +104,16 @@ def test_success_fills_the_model_from_shared_storage(cluster: FakeCluster, input
     assert model.metadata["task"] == "222a" and model.metadata["step"] == 1 and model.metadata["method"] == "mib-cd"
     assert model.metadata["checksum"] == "ab" * 32
 
-    args = master_args(created_job(cluster))
+    cfg = pods_config(cluster)
     shared = inputs["workdir"].resolve()
     # the job reads its inputs from shared storage, never from this pod's artifact paths
-    data_uri, prev_uri = arg(args, "--data.dataset"), arg(args, "--prev-checkpoint")
+    data_uri, prev_uri = cfg["data"]["dataset"], cfg["prev_checkpoint"]
     assert Path(data_uri).is_relative_to(shared) and (Path(data_uri) / "manifest.json").is_file()
     assert Path(prev_uri).is_relative_to(shared) and (Path(prev_uri) / "model.safetensors").read_text() == "w0"
-    assert arg(args, "--output") == str(shared / "runs" / RUN / "mib-cd")
-    assert arg(args, "--trainer.epochs") == "2"
-    assert arg(args, "--task.step") == "1" and arg(args, "--method") == "mib-cd"
+    assert cfg["output"] == str(shared / "runs" / RUN / "mib-cd")
+    assert cfg["trainer"]["epochs"] == 2
+    assert cfg["task"] == {**cfg["task"], "name": "222a", "step": 1} and cfg["method"] == "mib-cd"
+    assert cluster.left_behind() == [] or cluster.backend.expires, "a TrainJob and its ConfigMap go on success"
     job = created_job(cluster)
     if job["kind"] == "TrainJob":
         assert job["spec"]["trainer"]["numNodes"] == 2 and job["spec"]["activeDeadlineSeconds"] == 60
@@ -139,7 +142,8 @@ def test_job_modes_need_shared_storage(cluster: FakeCluster, inputs: dict[str, A
     ({"launch_mode": "slurm"}, "launch_mode"),
     ({"prev_model": None}, "needs prev_model"),
     ({"options": {"output": "/elsewhere"}}, "set by the component"),
-    ({"nproc": 0}, "nproc"),
+    ({"nproc_per_node": 0}, "nproc_per_node"),
+    ({"gpus": 1, "nproc_per_node": 2}, "one process per GPU"),
 ])
 def test_bad_parameters_fail_before_the_cluster(cluster: FakeCluster, inputs: dict[str, Any],
                                                 overrides: dict[str, Any], match: str) -> None:
@@ -168,12 +172,12 @@ def test_success_through_an_s3_workdir(cluster: FakeCluster, inputs: dict[str, A
     op.result(10)
     assert uri == f"{workdir}/runs/{RUN}/mib-cd/step-1/model"
     assert (Path(inputs["model"].path) / "model.safetensors").read_text() == "w1"
-    args = master_args(created_job(cluster))
-    data_uri, prev_uri = arg(args, "--data.dataset"), arg(args, "--prev-checkpoint")
+    cfg = pods_config(cluster)
+    data_uri, prev_uri = cfg["data"]["dataset"], cfg["prev_checkpoint"]
     assert data_uri.startswith(f"{workdir}/runs/{RUN}/") and prev_uri.startswith(f"{workdir}/runs/{RUN}/")
     assert storage.read_bytes(storage.join(data_uri, "manifest.json")) == b"{}"
     assert storage.read_bytes(storage.join(prev_uri, "model.safetensors")) == b"w0"
-    assert arg(args, "--output") == f"{workdir}/runs/{RUN}/mib-cd"
+    assert cfg["output"] == f"{workdir}/runs/{RUN}/mib-cd"
 
 
 def _executor_input(cluster: FakeCluster, inputs: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -183,7 +187,7 @@ def _executor_input(cluster: FakeCluster, inputs: dict[str, Any], out: Path) -> 
 
     params = {"task": "222a", "step": 1, "method": "mib-cd", "options": {"trainer.epochs": 2},
               "launch_mode": cluster.backend.name, "workdir": str(inputs["workdir"]), "namespace": "cdseg",
-              "run_id": RUN, "api_host": cluster.url, "image": "img:1", "job_timeout_s": 60}
+              "run_id": RUN, "api_host": cluster.url, "image": "img:1", "timeout": 60}
     return {
         "inputs": {"parameterValues": params,
                    "artifacts": {"data": artifact(inputs["data"], "system.Dataset"),
@@ -238,4 +242,4 @@ def test_sigterm_to_the_component_deletes_the_job(cluster: FakeCluster, inputs: 
     text = out.decode(errors="replace")
     assert proc.returncode != 0, text
     assert "cancelled by signal SIGTERM" in text, text
-    assert cluster.job(name) is None, "a cancelled step leaves no job behind"
+    assert cluster.job(name) is None and cluster.left_behind() == [], "a cancelled step leaves no job behind"

@@ -4,14 +4,13 @@ the operator's webhook rules, pod security."""
 from __future__ import annotations
 
 import pytest
-import yaml
-from launch.jobspecs import BASE, DRY_RUN_ARGS, VARIANTS
+from launch.jobspecs import BASE, DRY_RUN_ARGS, VARIANTS, dry_run_output
 
 from cdseg.cli.main import main
 from cdseg.launch import build_pytorchjob
 
 from .podsecurity import pod_specs, violations
-from .schemas import crd_errors
+from .schemas import crd_errors, validate
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -42,17 +41,16 @@ def test_the_validator_catches_mistakes() -> None:
 def test_dry_run_output_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(DRY_RUN_ARGS)
     assert rc == 0
-    job = yaml.safe_load(capsys.readouterr().out)
+    config_map, job = dry_run_output(capsys.readouterr().out)
+    assert validate(config_map) == []
     assert crd_errors(job) == []
     assert [v for where, pod in pod_specs(job) for v in violations(where, pod)] == []
 
 
 def test_elastic_job_is_valid_and_has_workers_only() -> None:
-    import dataclasses
-
     from cdseg.launch import PyTorchJobBackend
 
-    spec = dataclasses.replace(BASE, replicas=4, elastic_min=2, elastic_max=6, elastic_max_restarts=10)
+    spec = BASE.replace(replicas=4, elastic_min=2, elastic_max=6, elastic_max_restarts=10)
     job = build_pytorchjob(spec)
     assert crd_errors(job) == []
     assert job["spec"]["elasticPolicy"] == {"rdzvBackend": "c10d", "minReplicas": 2, "maxReplicas": 6,

@@ -3,17 +3,15 @@ names, pod security; the example; `auto` and explicit backends."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
-import yaml
-from launch.jobspecs import BASE, DRY_RUN_TRAINJOB_ARGS, VARIANTS
+from launch.jobspecs import BASE, DRY_RUN_TRAINJOB_ARGS, VARIANTS, dry_run_output
 
 from cdseg.cli.main import main
 from cdseg.launch import build_job, build_trainjob
+from cdseg.launch.trainconfig import config_map
 
 from .podsecurity import pod_specs, violations
-from .schemas import crd_errors, stock_runtime
+from .schemas import crd_errors, stock_runtime, validate
 
 
 def _node(job: dict) -> dict:  # type: ignore[type-arg]
@@ -30,6 +28,7 @@ def test_valid_against_the_v2_3_crd(name: str) -> None:
     trainer = job["spec"]["trainer"]
     assert trainer["numNodes"] == spec.replicas and trainer["numProcPerNode"] == spec.nproc_per_node
     assert trainer["image"] == spec.image and trainer["command"] == spec.train_command()
+    assert validate(config_map(spec)) == [], "the ConfigMap of the pods' train config is a valid v1 ConfigMap"
     assert [v for where, pod in pod_specs(job) for v in violations(where, pod)] == []
 
 
@@ -78,12 +77,13 @@ def test_the_validator_catches_mistakes() -> None:
 
 def test_build_job_follows_the_backend() -> None:
     assert build_job(BASE)["kind"] == "TrainJob", "auto without a cluster builds the current kind"
-    assert build_job(dataclasses.replace(BASE, backend="pytorchjob"))["kind"] == "PyTorchJob"
+    assert build_job(BASE.replace(backend="pytorchjob"))["kind"] == "PyTorchJob"
     assert build_job(BASE, "pytorchjob")["kind"] == "PyTorchJob"
 
 
 def test_dry_run_output_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(DRY_RUN_TRAINJOB_ARGS) == 0
-    job = yaml.safe_load(capsys.readouterr().out)
+    config_map, job = dry_run_output(capsys.readouterr().out)
+    assert validate(config_map) == []
     assert job["kind"] == "TrainJob" and crd_errors(job) == []
     assert [v for where, pod in pod_specs(job) for v in violations(where, pod)] == []

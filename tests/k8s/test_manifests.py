@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import yaml
 
 from cdseg.launch import build_pytorchjob, build_trainjob
 from cdseg.launch.config import LaunchConfig
+from cdseg.launch.trainconfig import config_map
 
 from .podsecurity import pod_specs, violations
 from .schemas import ROOT, kustomize, load_yaml, validate
@@ -220,7 +220,7 @@ def test_trainjob_pods_are_scraped_on_the_metrics_port_by_relabelling() -> None:
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert "port" not in endpoint and "portNumber" not in endpoint  # a TrainJob pod declares no ports
     address = next(r for r in endpoint["relabelings"] if r.get("targetLabel") == "__address__")
-    port = next(f.default for f in dataclasses.fields(JobSpec) if f.name == "metrics_port")
+    port = JobSpec.model_fields["metrics_port"].default
     assert address["replacement"] == f"${{1}}:{port}"
     # a PyTorchJob pod (named ports) is scraped by cdseg-trainer only, never twice
     master = _launch_jobs()[2][1]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"]
@@ -241,11 +241,12 @@ def test_podmonitor_scrapes_the_trainer_metrics_port() -> None:
 
 def test_example_job_is_what_the_launcher_builds() -> None:
     cfg = LaunchConfig.model_validate(yaml.safe_load((ROOT / LAUNCH_CONFIGS[0]).read_text()) | {"step": 0})
-    (example,) = load_yaml(EXAMPLE)
-    assert example == build_pytorchjob(cfg.to_spec()), (
+    spec = cfg.to_spec()
+    (config, example) = load_yaml(EXAMPLE)
+    assert [config, example] == [config_map(spec), build_pytorchjob(spec)], (
         "k8s/examples/pytorchjob-step0.yaml is stale; regenerate it (see its header)")
-    (trainjob,) = load_yaml(TRAINJOB_EXAMPLE)
-    assert trainjob == build_trainjob(cfg.to_spec()), (
+    (config, trainjob) = load_yaml(TRAINJOB_EXAMPLE)
+    assert [config, trainjob] == [config_map(spec), build_trainjob(spec)], (
         "k8s/examples/trainjob-step0.yaml is stale; regenerate it (see its header)")
 
 

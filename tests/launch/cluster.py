@@ -24,6 +24,7 @@ GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 JOBS = km.resource(f"{GROUP}/{VERSION}/{PLURAL}")
 TRAINJOBS = km.resource("trainer.kubeflow.org/v1alpha1/trainjobs")
 PODS = km.resource("v1/pods")
+CONFIGMAPS = km.resource("v1/configmaps")
 LAUNCHER_AGENT = "OpenAPI-Generator"  # the kubernetes client's User-Agent; the fake operator's differs
 
 #: fast polling for tests: short watch windows, frequent pod checks
@@ -84,6 +85,23 @@ class FakeCluster:
         if key not in self.kmock.objects or self.kmock.objects[key].deleted:
             return None
         return dict(self.kmock.objects[key].raw)
+
+    def config_map(self, name: str) -> dict[str, Any] | None:
+        """The stored ConfigMap `name` (a job's train config), or None when absent or deleted."""
+        key = (CONFIGMAPS, self.namespace, name)
+        if key not in self.kmock.objects or self.kmock.objects[key].deleted:
+            return None
+        return dict(self.kmock.objects[key].raw)
+
+    def left_behind(self) -> list[str]:
+        """Every job (of either kind) and ConfigMap still stored: what a finished or cancelled launch must not leave."""
+        kinds = [km.resource(f"{b.group}/{b.version}/{b.plural}") for b in (PyTorchJobBackend(), TrainJobBackend())]
+        return sorted(f"{key[0]}/{key[2]}" for key, obj in list(self.kmock.objects.items())
+                      if key[0] in (*kinds, CONFIGMAPS) and not obj.deleted)
+
+    def assign_uids(self) -> None:
+        """Answer job creations with the object and a uid, as the API server does (kmock's emulator adds none)."""
+        self.setup(lambda kmock: kmock["post", self.jobs] << _with_uid)
 
     def reject_creates(self, code: int, body: dict[str, Any], times: int | None = None) -> None:
         """Answer the next `times` (None: every) job creation with `code` and `body`, storing nothing, as an
@@ -273,6 +291,12 @@ GONE = {"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status", "statu
                                     "reason": "Expired", "message": "too old resource version: 1 (2)"}}
 
 
+def _with_uid(req: km.Request) -> dict[str, Any]:
+    body = req.data if isinstance(req.data, dict) else {}
+    meta = body.get("metadata") or {}
+    return {**body, "metadata": {**meta, "uid": f"uid-{meta.get('name')}"}}
+
+
 def install(cluster: FakeCluster, served: tuple[str, ...] = ("pytorchjob", "trainjob")) -> None:
     """Declare the resources, serve pod logs, and route watches.
 
@@ -291,6 +315,7 @@ def install(cluster: FakeCluster, served: tuple[str, ...] = ("pytorchjob", "trai
             b = get_backend(name)
             kmock.resources[f"{b.group}/{b.version}/{b.plural}"] = {}
         kmock.resources["v1/pods"] = {}
+        kmock.resources["v1/configmaps"] = {}
         kmock["get", PODS, km.subresource("log")] << (lambda req: cluster.logs.get(req.name or "", b""))
         kmock["get", km.params(watch="True")] << watch
     cluster.setup(declare)

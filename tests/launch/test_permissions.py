@@ -18,8 +18,9 @@ from cdseg.launch import (
     required_permissions,
     run_job,
 )
+from cdseg.launch.trainconfig import config_map
 
-from .cluster import FAST, FakeCluster
+from .cluster import CONFIGMAPS, FAST, FakeCluster
 
 SPEC = JobSpec(run="rbac", step=0, task="222a", image="img", replicas=2)
 
@@ -56,19 +57,20 @@ def test_launcher_calls_are_exactly_the_declared_permissions(cluster: FakeCluste
     run_job(SPEC, apis=cluster.apis(), backend=backend, options=dataclasses.replace(FAST, delete_on_success=True))
     op.result(10)
 
-    failing = dataclasses.replace(SPEC, step=1)
+    failing = SPEC.replace(step=1)
     op = cluster.spawn(cluster.operator(failing.name, ["Created", "Running", "Failed"], log=b"boom\n"))
     with pytest.raises(JobFailedError):
         run_job(failing, apis=cluster.apis(), backend=backend, options=FAST)
     op.result(10)
 
-    adopted = dataclasses.replace(SPEC, step=2)
+    adopted = SPEC.replace(step=2)  # an earlier attempt's job and ConfigMap
     cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", adopted.name), backend.build(adopted)))
+    cluster.setup(lambda kmock: kmock.objects.__setitem__((CONFIGMAPS, "cdseg", adopted.name), config_map(adopted)))
     op = cluster.spawn(cluster.operator(adopted.name, ["Running", "Succeeded"]))
     assert run_job(adopted, apis=cluster.apis(), backend=backend, options=FAST).adopted
     op.result(10)
 
-    pulling = dataclasses.replace(SPEC, step=3)
+    pulling = SPEC.replace(step=3)
 
     async def bad_image() -> None:
         await cluster.wait_for_job(pulling.name)
@@ -79,10 +81,11 @@ def test_launcher_calls_are_exactly_the_declared_permissions(cluster: FakeCluste
         run_job(pulling, apis=cluster.apis(), backend=backend, options=FAST)
     op.result(10)
 
-    left = dataclasses.replace(SPEC, step=4)
+    left = SPEC.replace(step=4)
     cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", left.name), backend.build(left)))
     deleted = delete_run_jobs(SPEC.run, "cdseg", apis=cluster.apis(), backends=[backend])
     assert left.name in deleted and cluster.job(left.name) is None
+    assert cluster.left_behind() == [], "every job and ConfigMap of the run is gone"
 
     used = _record(cluster)
     declared = {k: set(v) for k, v in required_permissions([backend]).items()}
@@ -91,4 +94,5 @@ def test_launcher_calls_are_exactly_the_declared_permissions(cluster: FakeCluste
 
 def test_required_permissions_cover_every_backend() -> None:
     assert required_permissions(all_backends()) == REQUIRED_PERMISSIONS
-    assert {"kubeflow.org/pytorchjobs", "trainer.kubeflow.org/trainjobs", "pods", "pods/log"} == set(REQUIRED_PERMISSIONS)
+    assert {"kubeflow.org/pytorchjobs", "trainer.kubeflow.org/trainjobs", "pods", "pods/log",
+            "configmaps"} == set(REQUIRED_PERMISSIONS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -54,23 +53,32 @@ def test_labels_and_run_policy() -> None:
     assert build_pytorchjob(BASE)["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 86400
 
 
-def test_train_arguments_get_task_and_step() -> None:
+def test_the_pods_read_the_resolved_train_config_from_a_file() -> None:
+    """No re-serialised options on the command line: `cdseg train --config <the ConfigMap's file>`; the file holds
+    the TrainConfig the train arguments resolve to, with the task and step of the job."""
     cmd = BASE.train_command()
-    assert cmd[6:8] == ["--task.name", "222a"] and cmd[-2:] == ["--task.step", "1"]
-    assert "--method" in cmd
-    explicit = dataclasses.replace(BASE, train_args=("--task.step", "1", "--task.name=222a"))
-    assert explicit.train_command().count("--task.step") == 1
+    assert cmd == ["python", "-m", "cdseg.train.torchrun", "-m", "cdseg", "train", "--config", "/etc/cdseg/train.yaml"]
+    cfg = BASE.train_config
+    assert cfg["task"]["name"] == "222a" and cfg["task"]["step"] == 1 and cfg["method"] == "mib-cd"
+    assert cfg["data"]["dataset"] == "s3://b/prep" and cfg["output"] == "s3://b/runs/exp1"
+    assert cfg["kd"]["weight"] == 10.0, "the method recipe's values are resolved into the file"
+    explicit = BASE.replace(train_args=("--task.step", "1", "--task.name=222a", "--method", "ft"))
+    assert explicit.train_config["method"] == "ft" and explicit.train_config["task"]["step"] == 1
     with pytest.raises(ConfigError, match="--task.step 2 disagrees with step=1"):
-        dataclasses.replace(BASE, train_args=("--task.step", "2"))
+        BASE.replace(train_args=("--task.step", "2"))
     with pytest.raises(ConfigError, match="disagrees with task=222a"):
-        dataclasses.replace(BASE, train_args=("--task.name", "6s"))
+        BASE.replace(train_args=("--task.name", "6s"))
+    with pytest.raises(ConfigError, match="'--no-such' is not an option of cdseg train"):
+        BASE.replace(train_args=("--no-such", "1"))
+    with pytest.raises(ConfigError, match="trainer.epochs"):
+        BASE.replace(train_args=("--trainer.epochs", "many"))
 
 
-@pytest.mark.parametrize("bad", [{"replicas": 0}, {"step": -1}, {"run": " "}, {"image": ""},
+@pytest.mark.parametrize("bad", [{"replicas": 0}, {"step": -1}, {"run": " "}, {"image": ""}, {"runtime": ""},
                                  {"gpus": 1, "nproc_per_node": 2}])
 def test_bad_spec_is_a_config_error(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
-        dataclasses.replace(BASE, **bad)
+        BASE.replace(**bad)
 
 
 @pytest.mark.parametrize("run", ["exp1", "A very long experiment name, with spaces/and slashes " * 3, "---", "Ünïcode"])
@@ -105,3 +113,20 @@ def test_job_names_differ_per_run_and_step() -> None:
 ])
 def test_job_state(conditions: list[dict[str, str]], phase: str) -> None:
     assert job_state({"status": {"conditions": conditions}}).phase == phase
+
+
+@pytest.mark.parametrize("method", ["mib-cd", "plop", "joint"])
+def test_the_config_file_loads_back_to_the_same_config(tmp_path: Any, method: str) -> None:
+    """What the pods do with the ConfigMap's file (`cdseg train --config`) gives the config the launcher resolved:
+    nothing is lost or re-defaulted by the method recipe on the way."""
+    from cdseg.config import load_config
+    from cdseg.launch.trainconfig import config_map
+    from cdseg.train.config import TrainConfig
+
+    spec = BASE.replace(train_args=["--method", method, "--trainer.epochs", "3", "--no-model.pretrained",
+                                    "--output", "s3://b/o"])
+    path = tmp_path / "train.yaml"
+    path.write_text(config_map(spec)["data"]["train.yaml"])
+    loaded = load_config(TrainConfig, config_file=path, environ={})
+    assert loaded.model_dump(mode="json") == spec.train_config
+    assert (loaded.method, loaded.trainer.epochs, loaded.model.pretrained) == (method, 3, False)

@@ -59,7 +59,7 @@ def test_unschedulable_is_reported_once_and_the_pending_timeout_deletes(
     assert "\n" not in message and not isinstance(info.value, UserError)
     reports = [r for r in caplog.records if "cannot be scheduled" in r.getMessage()]
     assert len(reports) == 1, "each problem is reported once, not on every pod check"
-    assert cluster.job(NAME) is None and len(job_calls(cluster, "DELETE")) == 1
+    assert cluster.job(NAME) is None and cluster.left_behind() == [] and len(job_calls(cluster, "DELETE")) == 1
 
 
 def test_a_queued_job_is_reported_and_times_out(cluster: FakeCluster, caplog: pytest.LogCaptureFixture) -> None:
@@ -74,7 +74,7 @@ def test_a_queued_job_is_reported_and_times_out(cluster: FakeCluster, caplog: py
                 options=dataclasses.replace(QUICK, pending_timeout_s=1.0))
     op.result(10)
     assert sum("is suspended" in r.getMessage() for r in caplog.records) == 1
-    assert cluster.job(NAME) is None
+    assert cluster.job(NAME) is None and cluster.left_behind() == []
 
 
 def test_a_started_job_is_not_failed_by_the_pending_timeout(cluster: FakeCluster) -> None:
@@ -97,7 +97,7 @@ def test_crash_loop_is_reported_once(cluster: FakeCluster, caplog: pytest.LogCap
         run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=QUICK)
     op.result(10)
     assert sum("keeps crashing" in r.getMessage() for r in caplog.records) == 1
-    assert cluster.job(NAME) is None
+    assert cluster.job(NAME) is None and cluster.left_behind() == []
 
 
 def test_500_on_create_is_retried_then_succeeds(cluster: FakeCluster) -> None:
@@ -127,7 +127,7 @@ def test_5xx_or_429_forever_gives_one_line_and_leaves_nothing(cluster: FakeClust
     assert ("readyz" in message) if code == 500 else ("throttling" in message)
     assert len(job_calls(cluster, "POST")) == QUICK.create_attempts
     time.sleep(0.1)
-    assert cluster.job(NAME) is None
+    assert cluster.job(NAME) is None and cluster.left_behind() == []
 
 
 def test_409_then_404_creates_again(cluster: FakeCluster) -> None:

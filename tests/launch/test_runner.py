@@ -26,11 +26,12 @@ from cdseg.launch import (
     PodConfigError,
     run_job,
 )
+from cdseg.launch.trainconfig import config_map
 
 from .cluster import FAST, FakeCluster
 
 SPEC = JobSpec(run="exp1", step=1, task="222a", image="img", replicas=2,
-               train_args=("--method", "mib-cd", "--data.root", "s3://b/prep", "--output", "s3://b/runs/exp1"))
+               train_args=("--method", "mib-cd", "--data.dataset", "s3://b/prep", "--output", "s3://b/runs/exp1"))
 NAME = SPEC.name
 
 
@@ -51,12 +52,12 @@ def test_success_streams_log_and_keeps_job_for_ttl(cluster: FakeCluster) -> None
     assert result.state.phase == "Succeeded" and not result.adopted
     assert result.name == NAME and result.namespace == "cdseg"
     posted = [r.data for r in cluster.launcher_requests() if r.method.value == "POST"]
-    assert posted == [cluster.backend.build(SPEC)]
+    assert posted == [config_map(SPEC), cluster.backend.build(SPEC)], "the pods' config first, then the job"
     if cluster.backend.expires:
         assert cluster.job(NAME) is not None, "a succeeded job is kept (its TTL removes it) unless delete_on_success"
         assert not job_calls(cluster, "DELETE")
     else:
-        assert cluster.job(NAME) is None and len(job_calls(cluster, "DELETE")) == 1 and result.deleted
+        assert cluster.job(NAME) is None and cluster.left_behind() == [] and len(job_calls(cluster, "DELETE")) == 1 and result.deleted
     deadline = time.monotonic() + 5
     while "done" not in lines and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -83,7 +84,7 @@ def test_failure_raises_with_reason_and_log_tail_and_deletes(cluster: FakeCluste
     assert err.log_tail[-1] == "RuntimeError: CUDA out of memory" and len(err.log_tail) == 50
     assert "1 Master replica(s) failed" in str(err) and "CUDA out of memory" in str(err)
     assert not isinstance(err, UserError), "a failed training job is not bad input (exit 1)"
-    assert cluster.job(NAME) is None and len(job_calls(cluster, "DELETE")) == 1
+    assert cluster.job(NAME) is None and cluster.left_behind() == [] and len(job_calls(cluster, "DELETE")) == 1
 
 
 def test_restarting_then_succeeded(cluster: FakeCluster) -> None:
@@ -105,7 +106,7 @@ def test_timeout_deletes_the_job(cluster: FakeCluster) -> None:
         run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=dataclasses.replace(FAST, timeout_s=1.0))
     op.result(10)
     assert time.monotonic() - start < 6
-    assert cluster.job(NAME) is None and len(job_calls(cluster, "DELETE")) == 1
+    assert cluster.job(NAME) is None and cluster.left_behind() == [] and len(job_calls(cluster, "DELETE")) == 1
 
 
 def test_watch_expiry_relists_and_continues(cluster: FakeCluster) -> None:
@@ -130,7 +131,7 @@ def test_retry_adopts_the_existing_job(cluster: FakeCluster) -> None:
 
 
 def test_adopting_a_job_built_differently_warns(cluster: FakeCluster, caplog: pytest.LogCaptureFixture) -> None:
-    body = cluster.backend.build(dataclasses.replace(SPEC, image="older-image"))
+    body = cluster.backend.build(SPEC.replace(image="older-image"))
     cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", NAME), body))
     op = cluster.spawn(cluster.operator(NAME, ["Running", "Succeeded"]))
     with caplog.at_level("WARNING", logger="cdseg.launch"):
@@ -158,7 +159,7 @@ def test_retry_replaces_a_failed_job(cluster: FakeCluster) -> None:
 
 
 def test_name_taken_by_another_run_is_not_adopted(cluster: FakeCluster) -> None:
-    body = cluster.backend.build(dataclasses.replace(SPEC, run="other"))
+    body = cluster.backend.build(SPEC.replace(run="other"))
     body["metadata"]["name"] = NAME
     cluster.setup(lambda kmock: kmock.objects.__setitem__((cluster.jobs, "cdseg", NAME), body))
     with pytest.raises(JobConflictError, match="belongs to run 'other'"):
@@ -174,7 +175,7 @@ def test_cancel_event_deletes_the_job(cluster: FakeCluster) -> None:
     with pytest.raises(JobCancelledError):
         run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST, cancel=cancel)
     op.result(10)
-    assert cluster.job(NAME) is None and len(job_calls(cluster, "DELETE")) == 1
+    assert cluster.job(NAME) is None and cluster.left_behind() == [] and len(job_calls(cluster, "DELETE")) == 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -187,7 +188,7 @@ def test_a_signal_deletes_the_job(cluster: FakeCluster, sig: signal.Signals) -> 
         run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=dataclasses.replace(FAST, handle_signals=True))
     op.result(10)
     assert signal.getsignal(sig) is before, "the previous handler is restored"
-    assert cluster.job(NAME) is None
+    assert cluster.job(NAME) is None and cluster.left_behind() == []
 
 
 def test_crd_not_installed(cluster: FakeCluster) -> None:
@@ -207,6 +208,7 @@ def test_namespace_missing(cluster: FakeCluster) -> None:
     cluster.setup(lambda kmock: kmock["post", cluster.jobs] << 404 << status)
     with pytest.raises(NamespaceNotFoundError, match="kubectl create namespace cdseg"):
         run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
+    assert cluster.config_map(NAME) is None
 
 
 def test_rbac_forbidden_on_create(cluster: FakeCluster) -> None:
@@ -220,6 +222,8 @@ def test_rbac_forbidden_on_create(cluster: FakeCluster) -> None:
     res = f"{cluster.backend.group}/{cluster.backend.plural}"
     assert (err.verb, err.resource, err.namespace) == ("create", res, "cdseg")
     assert f"'create' on {res} in namespace 'cdseg'" in str(err)
+    # (kmock stores a POSTed job whatever a reaction answers, so only the ConfigMap can be checked here)
+    assert cluster.config_map(NAME) is None, "the ConfigMap made for the job is deleted: nothing partial stays"
 
 
 def test_rbac_forbidden_on_pods_deletes_the_job(cluster: FakeCluster) -> None:
@@ -230,7 +234,7 @@ def test_rbac_forbidden_on_pods_deletes_the_job(cluster: FakeCluster) -> None:
         run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     assert len(job_calls(cluster, "POST")) == 1
     assert (info.value.verb, info.value.resource) == ("list", "pods")
-    assert cluster.job(NAME) is None, "no job is left behind by an error path"
+    assert cluster.job(NAME) is None and cluster.left_behind() == [], "no job is left behind by an error path"
 
 
 def test_image_pull_failure(cluster: FakeCluster) -> None:
@@ -244,7 +248,7 @@ def test_image_pull_failure(cluster: FakeCluster) -> None:
         run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
     assert isinstance(info.value, UserError) and "ImagePullBackOff" in str(info.value)
-    assert cluster.job(NAME) is None
+    assert cluster.job(NAME) is None and cluster.left_behind() == []
 
 
 def test_missing_secret_surfaces(cluster: FakeCluster) -> None:
@@ -256,7 +260,7 @@ def test_missing_secret_surfaces(cluster: FakeCluster) -> None:
     with pytest.raises(PodConfigError, match="CreateContainerConfigError"):
         run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
     op.result(10)
-    assert cluster.job(NAME) is None
+    assert cluster.job(NAME) is None and cluster.left_behind() == []
 
 
 def _failing_first(n: int) -> object:
@@ -292,4 +296,53 @@ def test_api_outage_beyond_the_grace_fails_and_deletes(cluster: FakeCluster) -> 
     with pytest.raises(LaunchError, match="kept failing"):
         run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=dataclasses.replace(FAST, outage_grace_s=1.0))
     op.result(10)
-    assert cluster.job(NAME) is None
+    assert cluster.job(NAME) is None and cluster.left_behind() == []
+
+
+def test_the_config_map_lives_and_dies_with_the_job(cluster: FakeCluster) -> None:
+    """The pods' train config: created before the job, owned by it (the garbage collector deletes it with the job
+    whoever deletes the job), rewritten for a job that replaces a failed one, deleted with the job."""
+    cluster.assign_uids()
+    seen: dict[str, object] = {}
+
+    async def look() -> None:
+        job = await cluster.wait_for_job(NAME)
+        seen["cm"] = cluster.config_map(NAME)
+        seen["job"] = job
+        await cluster.operator(NAME, ["Created", "Running", "Succeeded"], delay=0.3)
+
+    op = cluster.spawn(look())
+    run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=dataclasses.replace(FAST, delete_on_success=True))
+    op.result(10)
+    cm = seen["cm"]
+    assert isinstance(cm, dict), "the ConfigMap exists when the job does (its pods never wait for it)"
+    assert cm["data"] == config_map(SPEC)["data"] and cm["metadata"]["labels"]["cdseg.io/run"] == "exp1"
+    owners = [r for r in cluster.launcher_requests() if r.method.value == "PATCH" and "/configmaps/" in r.url.path]
+    assert len(owners) == 1
+    (ref,) = owners[0].data["metadata"]["ownerReferences"]
+    assert ref["kind"] == cluster.backend.kind and ref["name"] == NAME and ref["uid"] == f"uid-{NAME}"
+    assert cluster.left_behind() == []
+
+
+def test_an_earlier_attempts_config_map_is_rewritten(cluster: FakeCluster) -> None:
+    stale = config_map(SPEC.replace(train_args=["--method", "ft"]))
+    cluster.setup(lambda kmock: kmock.objects.__setitem__((km.resource("v1/configmaps"), "cdseg", NAME), stale))
+    op = cluster.spawn(cluster.operator(NAME, ["Created", "Running", "Failed"]))
+    with pytest.raises(JobFailedError):
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
+    op.result(10)
+    patched = [r.data for r in cluster.launcher_requests() if r.method.value == "PATCH" and "/configmaps/" in r.url.path]
+    assert patched and patched[0]["data"] == config_map(SPEC)["data"]
+    assert cluster.left_behind() == []
+
+
+def test_forbidden_configmaps_stop_before_the_job(cluster: FakeCluster) -> None:
+    """A Role without the configmaps rule: one line naming the resource, no job created, nothing to clean up."""
+    status = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 403, "reason": "Forbidden",
+              "message": 'configmaps is forbidden: cannot create resource "configmaps" in the namespace "cdseg"'}
+    cluster.setup(lambda kmock: kmock["post", km.resource("v1/configmaps")] << 403 << status)
+    with pytest.raises(ForbiddenError) as info:
+        run_job(SPEC, apis=cluster.apis(), backend=cluster.backend, options=FAST)
+    assert (info.value.verb, info.value.resource) == ("create", "configmaps")
+    assert not job_calls(cluster, "POST"), "the job is never created without its config"
+    assert not [m for m in methods(cluster) if m.startswith("DELETE ")], "nothing was made, nothing is deleted"

@@ -47,7 +47,7 @@ def test_default_run_key_is_the_output_folder_name(pushgateway: str, tmp_path: P
 def test_compiled_pipeline_wires_the_run_id_and_the_gateway_url() -> None:
     docs = list(yaml.safe_load_all((COMPILED_DIR / "321.yaml").read_text()))
     spec, platform = docs[0], docs[1]
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]  # every task runs inside the exit handler
     wired = {name: t["inputs"]["parameters"]["run_id"] for name, t in tasks.items()
              if name.startswith(("evaluate", "report"))}
     assert len(wired) == 4, "three evaluate tasks and the report"  # 321 has three steps

@@ -27,6 +27,13 @@ def compiled(task: str) -> list[dict[str, Any]]:
     return list(yaml.safe_load_all((COMPILED_DIR / compiled_name(task)).read_text()))
 
 
+def handled(spec: dict[str, Any]) -> dict[str, Any]:
+    """The tasks inside the exit handler: every task but the exit task (cleanup) itself."""
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"cleanup", "exit-handler-1"}, "nothing runs outside the exit handler"
+    return dict(spec["components"]["comp-exit-handler-1"]["dag"]["tasks"])
+
+
 def upstream(tasks: dict[str, Any], name: str) -> set[str]:
     """Every task `name` waits for, transitively."""
     seen: set[str] = set()
@@ -45,9 +52,13 @@ def test_the_form_is_small_and_configure_runs_first(dataset: str, task: str) -> 
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert len(params) == 16 < FORMER_FORM
     assert params["config"]["parameterType"] == "STRUCT" and params["config"]["defaultValue"] == {}
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = handled(spec)
     assert "dependentTasks" not in tasks["configure"], "nothing runs before the config is checked"
-    assert tasks["configure"]["inputs"]["parameters"]["config"] == {"componentInputParameter": "config"}
+    assert tasks["configure"]["inputs"]["parameters"]["config"] == {"componentInputParameter": "pipelinechannel--config"}
+    # the exit task reads config itself (an exit task may depend on no task), and runs after the handler's tasks
+    exit_task = spec["root"]["dag"]["tasks"]["cleanup"]
+    assert exit_task["inputs"]["parameters"]["config"] == {"componentInputParameter": "config"}
+    assert exit_task["dependentTasks"] == ["exit-handler-1"]
     for name in tasks:
         if name != "configure":
             assert "configure" in upstream(tasks, name), f"{name} may start before config is validated"
@@ -59,7 +70,7 @@ def test_train_tasks_take_accelerators_as_strings_from_configure() -> None:
     executors = spec["deploymentSpec"]["executors"]
     configure = spec["components"]["comp-configure"]["outputDefinitions"]["parameters"]
     assert configure["accelerator_type"]["parameterType"] == configure["accelerator_count"]["parameterType"] == "STRING"
-    trains = {n: t for n, t in spec["root"]["dag"]["tasks"].items() if n.startswith("train-step")}
+    trains = {n: t for n, t in handled(spec).items() if n.startswith("train-step")}
     assert len(trains) == 6
     for name, task in trains.items():
         inputs = task["inputs"]["parameters"]

@@ -34,10 +34,28 @@ def compile_docs(tmp_path: Path, task: str, dataset: str = "potsdam", num_steps:
     return list(yaml.safe_load_all(path.read_text()))
 
 
+def all_tasks(spec: dict[str, Any]) -> dict[str, Any]:
+    """Every task of the pipeline: the root DAG's and those of its sub-DAGs (the exit handler's)."""
+    out = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        out.update((component.get("dag") or {}).get("tasks") or {})
+    return out
+
+
+def inside(name: str) -> dict[str, str]:
+    """How a task inside the exit handler reads pipeline parameter `name` (through the sub-DAG's input)."""
+    return {"componentInputParameter": f"pipelinechannel--{name}"}
+
+
+def configured(key: str) -> dict[str, Any]:
+    """How a task inside the exit handler reads a validated config option: an output of the configure task."""
+    return {"taskOutputParameter": {"producerTask": "configure", "outputParameterKey": key}}
+
+
 def tasks_by_step(spec: dict[str, Any], component: str) -> dict[int, tuple[str, dict[str, Any]]]:
     """{step: (task name, task)} of the tasks running `component` (train-step / evaluate)."""
     out = {}
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = all_tasks(spec)
     for name, task in tasks.items():
         if task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789") != component:
             continue
@@ -77,7 +95,7 @@ def test_chain_of_steps(tmp_path: Path, dataset: str, task_name: str) -> None:
             assert producer(ev, "earlier") == (evals[k - 1][0], "history")
         else:
             assert "earlier" not in ev["inputs"]["artifacts"]
-    report = spec["root"]["dag"]["tasks"]["report"]
+    report = all_tasks(spec)["report"]
     assert producer(report, "history") == (evals[n - 1][0], "history")
     assert spec["pipelineInfo"]["name"] == f"cdseg-{task_name}"
 
@@ -108,8 +126,15 @@ def test_parameters_and_defaults(tmp_path: Path) -> None:
     for _, train in tasks_by_step(spec, "train-step").values():
         p = train["inputs"]["parameters"]
         for name, param in [("method", "method"), ("launch_mode", "launch_mode"), ("image", "image"),
-                            ("options", "train_options"), ("workdir", "workdir"), ("nproc", "nproc")]:
-            assert p[name] == {"componentInputParameter": param}
+                            ("options", "train_options"), ("workdir", "workdir"), ("nproc_per_node", "nproc"),
+                            ("gpus", "gpus_per_node"), ("num_workers", "num_workers")]:
+            assert p[name] == inside(param)
+        # the job options of config reach the train component's JobSpec-named parameters through configure
+        for name, key in [("timeout", "job_timeout_s"), ("pending_timeout", "pending_timeout_s"),
+                          ("namespace", "namespace"), ("cpu", "job_cpu"), ("memory", "job_memory"),
+                          ("node_selector", "node_selector"), ("tolerations", "tolerations"), ("queue", "queue"),
+                          ("priority_class", "priority_class")]:
+            assert p[name] == configured(key), name
         assert p["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 
 
@@ -146,10 +171,11 @@ def test_executors_install_nothing_and_each_task_has_its_resources(tmp_path: Pat
             assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == option("train_task_memory")
             assert res["accelerator"] == {"resourceType": option("accelerator_type"),
                                           "resourceCount": option("accelerator_count")}
-        elif kind in ("report", "configure"):
+        elif kind in ("report", "configure", "cleanup"):
+            # the exit task (cleanup) may depend on no task: the run's image, as configure, not a configured one
             assert container["image"] == param("image") and "accelerator" not in res
             assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == \
-                {"report": ("500m", "1Gi"), "configure": ("200m", "512Mi")}[kind]
+                {"report": ("500m", "1Gi"), "cleanup": ("500m", "1Gi"), "configure": ("200m", "512Mi")}[kind]
         else:
             assert kind in ("prepare", "evaluate"), name
             assert container["image"] == param("image") and "accelerator" not in res
@@ -160,16 +186,15 @@ def test_executors_install_nothing_and_each_task_has_its_resources(tmp_path: Pat
 def test_retries_and_kubernetes_settings(tmp_path: Path) -> None:
     docs = compile_docs(tmp_path, "222a", retries=2, pvc_name="cdseg-work")
     spec, platform = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name, task in spec["root"]["dag"]["tasks"].items():
+    for name, task in all_tasks(spec).items():
+        if name.startswith("exit-handler"):
+            continue  # the sub-DAG itself; its tasks retry
         assert task["retryPolicy"]["maxRetryCount"] == 2, name
     trains = tasks_by_step(spec, "train-step")
     for name, _ in trains.values():
         k8s = platform[f"exec-{name}"]
-        configured = {"producerTask": "configure"}
-        assert k8s["nodeSelector"] == {"nodeSelectorJson": {"taskOutputParameter": {
-            **configured, "outputParameterKey": "node_selector"}}}
-        assert k8s["tolerations"] == [{"tolerationJson": {"taskOutputParameter": {
-            **configured, "outputParameterKey": "tolerations"}}}]
+        assert k8s["nodeSelector"] == {"nodeSelectorJson": configured("node_selector")}
+        assert k8s["tolerations"] == [{"tolerationJson": configured("tolerations")}]
         assert k8s["pvcMount"][0]["mountPath"] == "/mnt/cdseg"
     assert platform["exec-prepare"]["pvcMount"][0]["constant"] == "cdseg-work"
 
@@ -179,7 +204,7 @@ def test_import_step0_variant(tmp_path: Path) -> None:
     assert spec["root"]["inputDefinitions"]["parameters"]["step0_model"]["defaultValue"] == ""
     trains = tasks_by_step(spec, "train-step")
     assert sorted(trains) == [1, 2]
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = all_tasks(spec)
     importers = [n for n, t in tasks.items() if "importer" in t["componentRef"]["name"]]
     assert len(importers) == 1
     assert producer(trains[1][1], "prev_model") == (importers[0], "artifact")
@@ -202,3 +227,28 @@ def test_step_count_is_the_tasks_with_no_maximum(tmp_path: Path) -> None:
         make_pipeline("222a", num_steps=0)
     spec = compile_docs(tmp_path, "222a", num_steps=8)[0]  # more steps than ISPRS has classes: fine
     assert sorted(tasks_by_step(spec, "evaluate")) == list(range(8))
+
+
+def test_an_exit_handler_deletes_the_runs_jobs(tmp_path: Path) -> None:
+    """Every task runs inside one dsl.ExitHandler whose exit task, `cleanup`, deletes the jobs still labelled with
+    the run's id however the run ends (a launcher killed by SIGKILL cannot delete its own); never cached."""
+    spec = compile_docs(tmp_path, "222a")[0]
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"cleanup", "exit-handler-1"}, "nothing runs outside the handler"
+    exit_task = root["cleanup"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert exit_task["dependentTasks"] == ["exit-handler-1"]
+    params = exit_task["inputs"]["parameters"]
+    assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert params["launch_mode"] == {"componentInputParameter": "launch_mode"}
+    # an exit task may depend on no task: the jobs' namespace is read from config itself, not configure's output
+    assert params["config"] == {"componentInputParameter": "config"} and "namespace" not in params
+    assert exit_task["cachingOptions"] == {}, "a cached 'nothing left' must not skip the deletion"
+    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    trains = [n for n in inner if n.startswith("train-step")]
+    assert len(trains) == 3 and "report" in inner and "prepare" in inner
+    assert "configure" in inner, "the config check runs inside the handler too"
+    assert inner["prepare"].get("dependentTasks") == ["configure"], "nothing starts before the config is checked"
+    for name in trains:  # the jobs carry the label the exit task deletes by
+        assert inner[name]["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert "outputDefinitions" not in spec["root"], "no pipeline output (KFP takes none from inside a handler)"
