@@ -58,7 +58,7 @@ def train_config(cfg: ExperimentConfig, cell: Cell, step: int, prev: str | None 
 
     cli = {**cfg.options_of(cell.name), "method": cfg.method_of(cell.name), "seed": cell.seed, "task.name": cell.task,
            "task.step": step, "data.dataset": cfg.dataset, "output": cell.run_dir(cfg.output)}
-    if prev is not None:
+    if prev is not None and TrainConfig.uses_previous_checkpoint(cli["method"]):  # joint trains from scratch
         cli["prev_checkpoint"] = prev
     return load_config(TrainConfig, cli=cli)
 
@@ -168,16 +168,24 @@ def _run_grid(cfg: ExperimentConfig, progress: Callable[[str], None]) -> dict[st
 
         pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                    initargs=(threads,))
+        failed: list[Exception] = []
         try:
             futures = {pool.submit(_run_steps, cfg_json, c, steps, providers[c]): (c, steps) for c, steps in work}
             for future, (c, steps) in futures.items():
-                ran += future.result()
+                try:
+                    ran += future.result()
+                except Exception as exc:  # a failed cell: the others go on, and the first failure ends the grid
+                    failed.append(exc)
+                    progress(f"{c.task} {c.name} seed {c.seed}: failed: {exc}")
+                    continue
                 progress(f"{c.task} {c.name} seed {c.seed}: steps {steps[0]}..{steps[-1]} ready")
-        except BaseException:  # an interrupt or a failed run: stop the others now (each resumes on the next run)
+        except BaseException:  # an interrupt: stop the workers now (each interrupted step resumes on the next run)
             pool.shutdown(wait=False, cancel_futures=True)
             stop_descendants()
             raise
         pool.shutdown()
+        if failed:
+            raise failed[0]
     return {"steps": total, "ran": ran, "skipped": total - ran}
 
 

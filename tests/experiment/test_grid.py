@@ -108,3 +108,14 @@ def test_bad_grid_is_one_line(tmp_path: Path, over: dict[str, Any], needle: str,
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err and not (tmp_path / "o").exists()
+
+
+def test_joint_cells_train_from_scratch(tmp_path: Path) -> None:
+    # joint refuses a previous checkpoint (it trains every seen class from scratch): the grid must not give it
+    # one, or its steps 1.. fail while the other cells run on
+    from cdseg.experiment.grid import train_config
+
+    cfg = _cfg(tmp_path / "ds", tmp_path / "exp", methods=["mib", "joint"])
+    prev = str(tmp_path / "exp" / "runs" / "222a" / "mib" / "seed-0" / "step-0" / "model")
+    assert train_config(cfg, Cell("222a", "joint", 0), 1, prev).prev_checkpoint is None
+    assert train_config(cfg, Cell("222a", "mib", 0), 1, prev).prev_checkpoint == prev
