@@ -18,24 +18,35 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every live (non-zombie) process."""
-    out: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except (OSError, ValueError, IndexError):
-            continue
-        if state != "Z":
-            out[int(stat.parent.name)] = int(ppid)
+def _stat(path: Path) -> tuple[str, int, int] | None:
+    """(state, parent pid, session id) from a /proc/<pid>/stat file; None when it is gone."""
+    try:
+        fields = path.read_text().rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
+        return fields[0], int(fields[1]), int(fields[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _live() -> dict[int, tuple[str, int, int]]:
+    """Every live (non-zombie) process: pid -> (state, parent pid, session id)."""
+    out = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        stat = _stat(path)
+        if stat is not None and stat[0] != "Z":
+            out[int(path.parent.name)] = stat
     return out
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live processes of session `sid`: what a command started with start_new_session left running."""
+    return [pid for pid, (_, _, session) in _live().items() if session == sid]
 
 
 def descendants(pid: int | None = None) -> list[int]:
     """Live descendants of `pid` (default: this process), parents before children."""
     root = os.getpid() if pid is None else pid
     children: dict[int, list[int]] = {}
-    for child, parent in _parents().items():
+    for child, (_, parent, _) in _live().items():
         children.setdefault(parent, []).append(child)
     found: list[int] = []
     todo = list(children.get(root, []))
@@ -63,11 +74,8 @@ def stop_descendants(grace_s: float = 10.0) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    stat = _stat(Path(f"/proc/{pid}/stat"))
+    return stat is not None and stat[0] != "Z"
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cdseg.cli.main import main
+from cdseg.utils.processes import session_pids
 
 
 @pytest.fixture(scope="module")
@@ -21,19 +22,6 @@ def big_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["synth", "--output", str(out), "--size", "1024", "--train-scenes", "4", "--test-scenes", "2",
                  "--products", "RGBIR,labels"]) == 0
     return out
-
-
-def session_pids(sid: int) -> list[int]:
-    """Live processes of a session (from /proc), zombies excluded."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
 
 
 @pytest.mark.parametrize(("how", "code", "line"), [("SIGTERM", 143, "terminated by SIGTERM"),

@@ -12,20 +12,7 @@ from pathlib import Path
 
 from test_pipeline_local import TINY
 
-from cdseg.utils.processes import descendants, stop_descendants
-
-
-def _session(sid: int) -> list[int]:
-    """Live processes of a session (from /proc), zombies excluded."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
+from cdseg.utils.processes import descendants, session_pids, stop_descendants
 
 
 def _cmdline(pid: int) -> str:
@@ -65,7 +52,7 @@ def test_sigterm_to_a_local_pipeline_run_leaves_no_task_running(synth_release: P
         deadline = time.monotonic() + 240
         task = None
         while task is None and time.monotonic() < deadline and proc.poll() is None:
-            task = next((p for p in _session(proc.pid) if "kfp.dsl.executor_main" in _cmdline(p)), None)
+            task = next((p for p in session_pids(proc.pid) if "kfp.dsl.executor_main" in _cmdline(p)), None)
             time.sleep(0.05)
         assert task is not None, "no pipeline task started"
         os.kill(proc.pid, signal.SIGTERM)  # what Kubernetes (or a user's kill) sends to the main process
@@ -76,7 +63,7 @@ def test_sigterm_to_a_local_pipeline_run_leaves_no_task_running(synth_release: P
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err
     deadline = time.monotonic() + 20
-    while _session(proc.pid) and time.monotonic() < deadline:
+    while session_pids(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = [_cmdline(p)[:120] for p in _session(proc.pid)]
+    left = [_cmdline(p)[:120] for p in session_pids(proc.pid)]
     assert left == [], f"processes left running: {left}"
