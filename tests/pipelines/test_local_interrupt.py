@@ -12,7 +12,7 @@ from pathlib import Path
 
 from test_pipeline_local import TINY
 
-from cdseg.utils.processes import descendants, session_pids, stop_descendants
+from cdseg.utils.processes import session_pids
 
 
 def _cmdline(pid: int) -> str:
@@ -22,22 +22,28 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+_TREE = """
+import json, subprocess, time
+from cdseg.utils.processes import descendants, stop_descendants
+shell = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"])
+deadline = time.monotonic() + 10
+while len(descendants()) < 3 and time.monotonic() < deadline:  # the shell and its two sleeps
+    time.sleep(0.02)
+tree = descendants()
+stopped = stop_descendants(grace_s=5)
+shell.wait(timeout=10)
+print(json.dumps({"shell": shell.pid, "tree": tree, "stopped": stopped, "after": descendants()}))
+"""
+
+
 def test_descendants_are_found_and_stopped() -> None:
-    shell = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"])
-    try:
-        deadline = time.monotonic() + 10
-        while len(descendants()) < 3 and time.monotonic() < deadline:  # the shell and its two sleeps
-            time.sleep(0.02)
-        tree = descendants()
-        assert shell.pid in tree and len(tree) >= 3
-        assert tree.index(shell.pid) < min(tree.index(p) for p in tree if p != shell.pid)  # parents first
-        stopped = stop_descendants(grace_s=5)
-        assert set(tree) <= set(stopped)
-        shell.wait(timeout=10)
-        assert descendants() == []
-    finally:
-        if shell.poll() is None:
-            shell.kill()
+    # in a process of its own: stopping the test process's descendants would stop the suite's servers too
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", _TREE], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(seen["tree"]) == 3 and seen["tree"][0] == seen["shell"]  # parents before children
+    assert set(seen["tree"]) <= set(seen["stopped"]) and seen["after"] == []
 
 
 def test_sigterm_to_a_local_pipeline_run_leaves_no_task_running(synth_release: Path, tmp_path: Path) -> None:
