@@ -53,8 +53,16 @@ class AugConfig(Section):
         "ignored), an approximation",
     )
     color: bool = Field(default=False, description="also jitter brightness and contrast (+-10%) of the transformed copy")
+    from_step: int = Field(
+        default=0, ge=0, description="first step at which the terms act (0: every step, as the paper; 1: step 0 trains "
+        "without the self term, like MiB's step 0, which the experiment then shares with mib)",
+    )
 
     @property
     def apply(self) -> bool:
         """Whether the transformed copy of the batch is used at all."""
         return self.factor > 0 or self.factor_icl > 0
+
+    def acts_at(self, step: int) -> bool:
+        """Whether the terms act at `step` (at step 0 only the self term can: there is no old model)."""
+        return step >= self.from_step and (self.factor > 0 or (step > 0 and self.factor_icl > 0))

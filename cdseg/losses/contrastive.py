@@ -177,10 +177,10 @@ class CDTerm(Term):
 
 def _build(cfg: AugConfig, info: StepInfo) -> Term | None:
     factor_icl = cfg.factor_icl if info.has_teacher else 0.0
-    if cfg.factor <= 0 and factor_icl <= 0:
+    if info.step < cfg.from_step or (cfg.factor <= 0 and factor_icl <= 0):
         return None
     return CDTerm(cfg.model_copy(update={"factor_icl": factor_icl}))
 
 
 TERM = TermSpec(section="aug", config=AugConfig, build=_build, order=20, step1_only=("factor_icl",),
-                description="contrastive distillation (MiB-CD)")
+                acts_at_step0=lambda cfg: cfg.acts_at(0), description="contrastive distillation (MiB-CD)")

@@ -144,6 +144,9 @@ class TermSpec:
     order: int = 100
     #: options of the section that do not change step 0 (None: the whole section, () none)
     step1_only: tuple[str, ...] | None = None
+    #: whether the section, as configured, acts at step 0 at all (None: assume it does); a section that does
+    #: not is left out of the step-0 fingerprint, so its other options do not split a shared step-0 model
+    acts_at_step0: Callable[[Any], bool] | None = None
     description: str = ""
 
 

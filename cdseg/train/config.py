@@ -122,7 +122,10 @@ def step0_fingerprint(cfg: TrainConfig) -> str:
 
     dumped: dict[str, Any] = {}
     flat("", cfg.model_copy(update={"task": cfg.task.model_copy(update={"step": 0})}).model_dump(mode="json"), dumped)
-    kept = {k: v for k, v in dumped.items() if not any(k == s or k.startswith(s + ".") for s in STEP1_ONLY)}
+    # a term section that does not act at step 0 as configured (mib-cd's with aug.from_step=1) changes nothing there
+    idle = tuple(spec.section for spec in term_specs()
+                 if spec.acts_at_step0 is not None and not spec.acts_at_step0(getattr(cfg, spec.section)))
+    kept = {k: v for k, v in dumped.items() if not any(k == s or k.startswith(s + ".") for s in (*STEP1_ONLY, *idle))}
     # the budget step 0 actually gets: {"2": 320} in max_iters_by_step changes no step-0 training
     kept = {k: v for k, v in kept.items() if not k.startswith("trainer.max_iters_by_step.")}
     kept["trainer.max_iters"] = cfg.trainer.iters_at(0)

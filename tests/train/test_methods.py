@@ -61,3 +61,15 @@ def test_chain_0_1_2(method: str, prepared_dataset: Path, tmp_path: Path) -> Non
             assert "terms" in card["extra_files"] and (out / f"step-{step}" / "model" / "terms.safetensors").is_file()
         if method == "plop-cd" and step:
             assert {"train_pod", "train_cd", "train_pseudo_kept"} <= set(history[0])
+
+
+@pytest.mark.parametrize("from_step", [0, 1, 2])
+def test_cd_from_step_leaves_earlier_steps_without_the_terms(from_step: int) -> None:
+    """`aug.from_step=k`: no contrastive term (and no transformed copy) before step k, both terms from it on."""
+    cfg = load_config(TrainConfig, cli={"method": "mib-cd", "aug.from_step": from_step}, environ={})
+    for step in range(3):
+        info = StepInfo(step=step, old_classes=3 if step else 0, num_outputs=5, has_teacher=step > 0)
+        cd = [t for t in build_terms(cfg, info) if t.name == "cd"]
+        assert bool(cd) == (step >= from_step), step
+        if cd:
+            assert cd[0].needs_transform and bool(cd[0].teacher_needs) == (step > 0)

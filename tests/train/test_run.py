@@ -280,3 +280,19 @@ def test_a_later_step_budget_keeps_step0_shared() -> None:
     assert fp(**{"trainer.max_iters_by_step": {"2": 320}}) == fp()  # step 0 trains the same
     assert fp(**{"trainer.max_iters_by_step": {"0": 320}}) != fp()
     assert fp(**{"trainer.max_iters_by_step": {"0": 320}}) == fp(**{"trainer.max_iters": 320})
+
+
+def test_cd_from_step_1_shares_mibs_step0() -> None:
+    """mib-cd with `aug.from_step=1` trains step 0 as mib does (no self term), so the grid shares mib's step 0;
+    from step 0 it does not, whatever its other aug options."""
+    from cdseg.config import load_config
+    from cdseg.train.config import TrainConfig, step0_fingerprint
+
+    def fp(method: str, **over: object) -> str:
+        cli = {"task.name": "222a", "task.step": 0, "method": method, **over}
+        return step0_fingerprint(load_config(TrainConfig, cli=cli, environ={}))
+
+    assert fp("mib-cd", **{"aug.from_step": 1}) == fp("mib") == fp("ft")
+    assert fp("mib-cd", **{"aug.from_step": 1, "aug.factor": 1.0}) == fp("mib")
+    assert fp("mib-cd") != fp("mib")
+    assert fp("mib-cd", **{"aug.factor": 1.0}) != fp("mib-cd")
