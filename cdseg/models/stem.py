@@ -64,7 +64,8 @@ class _Op:
 
     def in_rows(self, start: int, stop: int) -> tuple[int, int]:
         """Input rows [lo, hi) (padding rows outside [0, height) included) that output rows [start, stop) read."""
-        return start * self.stride - self.pad, (stop - 1) * self.stride - self.pad + self.dilation * (self.kernel - 1) + 1
+        last = (stop - 1) * self.stride - self.pad + self.dilation * (self.kernel - 1)
+        return start * self.stride - self.pad, last + 1
 
     def run(self, x: torch.Tensor, top: int, bottom: int) -> torch.Tensor:
         """The op on rows `x`, adding `top` / `bottom` padding rows first; no height padding of its own."""
@@ -159,8 +160,8 @@ class BandedStem:
         for start in range(0, heights[end] if end else 0, step):
             band = self.rows(x, end, start, min(heights[end], start + step))
             if out is None:
-                fmt = torch.channels_last if band.is_contiguous(memory_format=torch.channels_last) and band.shape[1] > 1 \
-                    else torch.contiguous_format
+                nhwc = band.shape[1] > 1 and band.is_contiguous(memory_format=torch.channels_last)
+                fmt = torch.channels_last if nhwc else torch.contiguous_format
                 out = torch.empty((*band.shape[:2], heights[end], band.shape[-1]), dtype=band.dtype, device=band.device,
                                   memory_format=fmt)
             out[:, :, start : start + band.shape[-2]] = band

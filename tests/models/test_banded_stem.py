@@ -47,7 +47,8 @@ def test_banded_stem_with_channels_last(tiny_model, encoder: str) -> None:  # no
 
 
 @pytest.mark.parametrize("rows", [1, 3, 64])
-def test_banded_stem_with_dilated_grouped_strided_convolutions_and_a_ceil_mode_pool(tiny_model, rows: int) -> None:  # noqa: ANN001
+def test_banded_stem_with_dilated_grouped_strided_convs_and_ceil_mode_pool(tiny_model,  # noqa: ANN001
+                                                                             rows: int) -> None:
     model = tiny_model(heads=[3]).eval()
     stem = model.encoder.conv1  # test_resnet: conv 3x3 s2, bn, relu, conv 3x3, bn, relu, conv 3x3
     stem[0] = nn.Conv2d(3, 16, (5, 3), stride=(3, 2), padding=(2, 1), dilation=(2, 1), bias=True)
