@@ -10,8 +10,8 @@ Memory: the peak one window batch adds, i.e. the most bytes alive at once while 
 on one batch of windows, its returned probabilities included (cdseg.bench.memory: on CUDA the allocator's peak
 minus what was allocated before; on CPU every tensor storage created during the call, counted until freed),
 against the size of that batch's logits at float32 (batch x classes x window x window x 4 bytes; target <= 3x).
-`unbanded` is the plain path with the decoder run whole (`predict(x, rows=None)`, what evaluation did before
-issue 18), for comparison in the same run.
+`unbanded` is the plain path with the encoder and decoder run whole (`predict(x, rows=None)`, what evaluation
+did before issue 18), for comparison in the same run.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _memory(counter: PixelCounter, cfg: BenchEvalConfig, device: torch.device) -
 
 
 class _Unbanded(nn.Module):
-    """A segmenter whose `predict` runs the decoder whole (`rows=None`): evaluation's path before issue 18."""
+    """A segmenter whose `predict` runs the encoder and decoder whole (`rows=None`): evaluation before issue 18."""
 
     def __init__(self, model: IncrementalSegmenter) -> None:
         super().__init__()

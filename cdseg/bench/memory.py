@@ -2,7 +2,9 @@
 
 On CPU torch keeps no allocator statistics, so `peak_bytes` counts tensor storages instead: every storage
 an operator returns while the call runs is added when it appears and subtracted when it is freed
-(a weak reference's finaliser). That is the tensors' own size (what a GPU allocator would hold, less its
+(a weak reference's finaliser). An output that shares the storage of one of the operator's inputs (a view,
+an in-place result) allocates nothing and is not counted: a slice of a tensor made before the call (the input
+batch) does not make its storage count. That is the tensors' own size (what a GPU allocator would hold, less its
 rounding and caching), not the C allocator's footprint or a library's hidden workspace.
 """
 
@@ -27,11 +29,11 @@ class LiveTensorBytes(TorchDispatchMode):
         self.current = 0
         self.peak = 0
 
-    def _track(self, tensor: torch.Tensor) -> None:
+    def _track(self, tensor: torch.Tensor, inputs: set[int]) -> None:
         if tensor.device.type == "meta":
             return
         storage = tensor.untyped_storage()
-        if storage in self._seen:  # a view, or an in-place result: already counted
+        if storage in self._seen or id(storage) in inputs:  # a view or an in-place result: nothing allocated
             return
         size = storage.nbytes()
         self._seen[storage] = size
@@ -43,8 +45,11 @@ class LiveTensorBytes(TorchDispatchMode):
         self.current -= size
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        inputs: set[int] = set()
+        tree_map_only(torch.Tensor, lambda t: inputs.add(id(t.untyped_storage())) if t.device.type != "meta" else None,
+                      (args, kwargs))
         out = func(*args, **(kwargs or {}))
-        tree_map_only(torch.Tensor, self._track, out)
+        tree_map_only(torch.Tensor, lambda t: self._track(t, inputs), out)
         return out
 
 

@@ -7,13 +7,15 @@ exact size (not a fixed x2), so any input size that the encoder accepts works.
 Inference (`UNetDecoder.forward_rows`, eval mode only) runs the last block, the largest by far (it works at the
 shallowest level's resolution), a band of output rows at a time: every layer of a block is row-local in eval mode
 (convolutions, norms with running statistics, activations), so a band of output rows needs only the same band of
-its input plus a halo of one row per 3x3 convolution.
+its input plus a halo of one row per 3x3 convolution. A skip level may be a `RowSource` instead of a tensor:
+the block then asks it for the rows of each band (the banded encoder stem recomputes them, `cdseg.models.stem`),
+so that the largest encoder level never exists whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,24 @@ def upsample_rows(x: torch.Tensor, size: tuple[int, int], start: int, stop: int)
                          align_corners=True)  # width only: its height is unchanged, so its rows are exact
     lo_rows, hi_rows = wide[:, :, lo - first], wide[:, :, hi - first]
     return lo_rows.add_(hi_rows.sub_(lo_rows).mul_(frac))
+
+
+class RowSource(Protocol):
+    """A feature map computed on demand, a band of rows at a time."""
+
+    @property
+    def shape(self) -> torch.Size:
+        """The whole feature's shape [B, C, H, W]."""
+        ...
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of the feature, [B, C, stop - start, W]."""
+        ...
+
+
+def skip_rows(skip: torch.Tensor | RowSource, start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop) of a feature given whole or as a `RowSource`."""
+    return skip[:, :, start:stop] if isinstance(skip, torch.Tensor) else skip.rows(start, stop)
 
 
 class DecodeBlock(nn.Module):
@@ -65,13 +85,14 @@ class DecodeBlock(nn.Module):
         """Input rows each side that one output row depends on, beyond its own (one per 3x3 convolution)."""
         return sum(int(m.padding[0]) for m in self.main.modules() if isinstance(m, nn.Conv2d))
 
-    def forward_rows(self, x: torch.Tensor, skip: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    def forward_rows(self, x: torch.Tensor, skip: torch.Tensor | RowSource, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of `forward(x, skip)` in eval mode, from those rows of the upsampled `x` and of
-        `skip` plus `halo` rows each side (zero padding only at the real top and bottom edges)."""
+        `skip` (a tensor, or a `RowSource` asked for those rows) plus `halo` rows each side (zero padding only at
+        the real top and bottom edges)."""
         height = skip.shape[-2]
         first, last = max(0, start - self.halo), min(height, stop + self.halo)
         up = self.reduce(upsample_rows(x, (height, skip.shape[-1]), first, last))
-        out = self.main(torch.cat([up, skip[:, :, first:last]], dim=1)) + self.residual(up)
+        out = self.main(torch.cat([up, skip_rows(skip, first, last)], dim=1)) + self.residual(up)
         return out[:, :, start - first : stop - first]
 
 
@@ -111,18 +132,24 @@ class UNetDecoder(nn.Module):
             x = block(x, skip)
         return x
 
-    def forward_rows(self, stages: list[torch.Tensor], tail: Callable[[torch.Tensor], torch.Tensor],
+    def forward_rows(self, stages: list[torch.Tensor | RowSource], tail: Callable[[torch.Tensor], torch.Tensor],
                      rows: int) -> torch.Tensor:
         """`tail(self(stages))` in eval mode for a per-pixel `tail` (the 1x1 heads), every block run `rows` output
         rows at a time (a deep block with fewer rows in one go, without halo), so that a block's intermediate
         activations exist for one band only and the last block's output not at all.
 
-        `stages` (shallow to deep) is emptied: each level is released as soon as the decoder is done with it."""
+        `stages` (shallow to deep) is emptied: each level is released as soon as the decoder is done with it. A
+        skip level may be a `RowSource` (the banded stem's first level), asked for each band's rows; the deepest
+        level must be a tensor."""
         if self.training:
             raise RuntimeError("UNetDecoder.forward_rows is for eval mode (norms with running statistics)")
         deep_first = stages[::-1]
         stages.clear()
-        x = deep_first.pop(0)
+        deepest = deep_first.pop(0)
+        if not isinstance(deepest, torch.Tensor):
+            raise TypeError("UNetDecoder.forward_rows needs the deepest encoder level as a tensor")
+        x = deepest
+        del deepest
         blocks = [cast(DecodeBlock, b) for b in self.blocks]
         for i, block in enumerate(blocks):
             skip = deep_first.pop(0)

@@ -29,8 +29,9 @@ from torch import nn
 
 from cdseg.errors import CheckpointError, ConfigError
 from cdseg.models.config import ModelConfig
-from cdseg.models.decoder import UNetDecoder
+from cdseg.models.decoder import RowSource, UNetDecoder
 from cdseg.models.encoder import create_encoder
+from cdseg.models.stem import banded_stem
 
 _log = logging.getLogger(__name__)
 
@@ -56,11 +57,11 @@ class SegOutputs:
     head_logits: torch.Tensor | None = None
 
 
-#: output rows per band of every decoder block in `IncrementalSegmenter.predict` (a quarter of a 512 px window's
-#: 256 rows at the last block's resolution; each band also computes a 2-row halo per side). resnet18: 64 rows
-#: peak at 5.5x the logits, 32 rows at 5.1x (the encoder's stem is then the peak) and did not look cheaper in
-#: time; the time against the whole decoder is not settled on CPU (0.93-1.2x, docs/performance.md).
-PREDICT_ROWS = 64
+#: output rows per band of every decoder block in `IncrementalSegmenter.predict` (an eighth of a 512 px window's
+#: 256 rows at the last block's resolution; each band also computes a 2-row halo per side), and rows of the
+#: encoder stem's largest activation per band (`cdseg.models.stem`). resnet18, 7 classes: 32 rows peak at 2.25x
+#: the logits, 64 rows at 3.25x (docs/performance.md, `cdseg bench eval`).
+PREDICT_ROWS = 32
 
 #: band names that take the pretrained weights' own mean/std (index into pretrained_cfg mean/std)
 RGB_INDEX = {"R": 0, "RED": 0, "G": 1, "GREEN": 1, "B": 2, "BLUE": 2}
@@ -152,14 +153,19 @@ class IncrementalSegmenter(nn.Module):
     def predict(self, x: torch.Tensor, rows: int | None = PREDICT_ROWS) -> torch.Tensor:
         """Logits only (no full-resolution features): what evaluation needs.
 
-        In eval mode the decoder's last block and the heads run `rows` rows (of the decoder's output) at a time
-        (`UNetDecoder.forward_rows`), and each encoder level is released once the decoder has used it: the
-        peak memory of a window batch falls from 13.1x its logits to 5.5x (resnet18, 7 classes, docs/
-        performance.md). The logits equal `forward`'s within float rounding (about 1e-6: the upsampling of
-        the banded rows adds in another order). `rows=None`, or training mode, runs the plain forward."""
+        In eval mode the decoder's blocks and the heads run `rows` rows (of the decoder's output) at a time
+        (`UNetDecoder.forward_rows`), each encoder level is released once the decoder has used it, and a
+        resnet-like encoder's stem runs in bands too (`banded_stem`), its stride-2 level recomputed band by
+        band for the decoder's last block instead of kept whole: the peak memory of a window batch falls from
+        13.1x its logits to 2.25x (resnet18, 7 classes, docs/performance.md). The logits equal `forward`'s
+        within float rounding (about 1e-7: banded convolutions and upsampling add in another order).
+        `rows=None`, or training mode, runs the plain forward."""
         if self.training or rows is None:
             return self._run(x)[2]
-        stages = list(self.encoder(self.normalise(x)))
+        stem = banded_stem(self.encoder, self.normalise)
+        # not a FeatureListNet with an allow-listed stem (stem None): the encoder runs whole
+        stages: list[torch.Tensor | RowSource] = \
+            list(self.encoder(self.normalise(x))) if stem is None else list(stem.features(x, rows))
         small = self.decoder.forward_rows(stages, self._heads, rows)
         return F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=True)
 

@@ -35,3 +35,13 @@ def test_peak_bytes_of_a_chain_that_frees_as_it_goes() -> None:
 
     assert peak_bytes(chain, torch.device("cpu")) == 2 * MB4
     assert peak_bytes(lambda: torch.stack([x * i for i in range(3)]), torch.device("cpu")) == 6 * MB4
+
+
+def test_a_view_of_a_tensor_made_before_the_call_is_not_counted() -> None:
+    a = torch.ones(1000, 1000)  # the input batch, made before
+    with LiveTensorBytes() as live:
+        rows = a[100:200]  # a view: its storage is a's, nothing allocated
+        doubled = rows * 2
+        assert live.current == MB4 // 10
+        del rows, doubled
+    assert live.peak == MB4 // 10
