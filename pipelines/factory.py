@@ -266,11 +266,11 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                     tr = train_step(
                         task=task, step=k, method=method, data=data, options=train_options, hparams=hparams,
                         launch_mode=launch_mode, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                        num_workers=num_workers, nproc_per_node=nproc, image=image, namespace=cfg["namespace"],
-                        gpus=gpus_per_node, cpu=cfg["job_cpu"], memory=cfg["job_memory"],
-                        node_selector=cfg["node_selector"], tolerations=cfg["tolerations"], volumes=job_volumes(opts),
-                        queue=cfg["queue"], priority_class=cfg["priority_class"], timeout=cfg["job_timeout_s"],
-                        pending_timeout=cfg["pending_timeout_s"], **kwargs,
+                        pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, num_workers=num_workers, nproc_per_node=nproc,
+                        image=image, namespace=cfg["namespace"], gpus=gpus_per_node, cpu=cfg["job_cpu"],
+                        memory=cfg["job_memory"], node_selector=cfg["node_selector"], tolerations=cfg["tolerations"],
+                        volumes=job_volumes(opts), queue=cfg["queue"], priority_class=cfg["priority_class"],
+                        timeout=cfg["job_timeout_s"], pending_timeout=cfg["pending_timeout_s"], **kwargs,
                     )
                     common(tr, f"train step {k}", cfg["train_task_cpu"], cfg["train_task_memory"],
                            cfg["train_task_image"])
