@@ -155,6 +155,23 @@ def configure_task(opts: BuildOptions, *, config: Any, launch_mode: Any, acceler
     return task_settings(t, opts, name="configure", image=image, cpu=CONFIGURE_CPU, memory=CONFIGURE_MEMORY)
 
 
+def cleanup_exit_handler(opts: BuildOptions, *, launch_mode: Any, config: Any, image: Any,
+                         name: str = "train-and-evaluate") -> dsl.ExitHandler:
+    """The `dsl.ExitHandler` every task of cdseg's pipelines runs inside: its exit task, `cleanup`, deletes any job
+    still labelled with this pipeline run, however the tasks inside end.
+
+    It covers a train task whose launcher was killed (SIGKILL, a lost node) and so could not delete its own job.
+    KFP lets an exit task depend on no task, so it reads the jobs' namespace from the `config` parameter itself (not
+    from the configure task's outputs) and runs in the run's image, as configure does; never cached (a cached
+    "nothing left" would skip the deletion). KFP forbids a task outside the handler to consume one inside, and takes
+    pipeline outputs only from the top level: the pipeline has none, its report is the report task's artifact.
+    """
+    exit_task = cleanup(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, launch_mode=launch_mode, config=config)
+    task_settings(exit_task, opts, name="clean up jobs", image=image, cpu=REPORT_CPU, memory=REPORT_MEMORY)
+    exit_task.set_caching_options(enable_caching=False)
+    return dsl.ExitHandler(exit_task, name=name)
+
+
 def train_placement(t: Any, settings: Any) -> Any:
     """A train task's accelerators (its own pod, launch_mode=local) and the placement its jobs share.
 
@@ -237,17 +254,10 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
         def common(t: Any, name: str, cpu: Any, memory: Any, task_image: Any = image) -> Any:
             return task_settings(t, opts, name=name, image=task_image, cpu=cpu, memory=memory)
 
-        # The exit task deletes any job still labelled with this run: a train task whose launcher was killed
-        # (SIGKILL, a lost node) cannot delete its own. It runs however the tasks inside the handler end. KFP lets
-        # an exit task depend on no task, so it reads the jobs' namespace from the config parameter itself (not
-        # from the configure task's outputs) and runs in the run's image, as configure does. Every task, configure
-        # included, is inside (KFP forbids a task outside depending on one inside), so the pipeline has no output
-        # of its own (KFP takes those only from the top level): the report is the report task's artifact
-        # `report_dir`.
-        exit_task = cleanup(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, launch_mode=launch_mode, config=config)
-        common(exit_task, "clean up jobs", REPORT_CPU, REPORT_MEMORY)
-        exit_task.set_caching_options(enable_caching=False)  # a cached "nothing left" would skip the deletion
-        with dsl.ExitHandler(exit_task, name="train-and-evaluate"):
+        # every task, configure included, runs inside the exit handler (see cleanup_exit_handler), so the pipeline
+        # has no output of its own (KFP takes those only from the top level): the report is the report task's
+        # artifact `report_dir`
+        with cleanup_exit_handler(opts, launch_mode=launch_mode, config=config, image=image):
             run = configure_task(opts, config=config, launch_mode=launch_mode, accelerator_type=accelerator_type,
                                  accelerator_count=accelerator_count, image=image)
             cfg = run.outputs
@@ -266,11 +276,11 @@ def make_pipeline(task: str, *, num_steps: int | None = None, options: BuildOpti
                     tr = train_step(
                         task=task, step=k, method=method, data=data, options=train_options, hparams=hparams,
                         launch_mode=launch_mode, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                        num_workers=num_workers, nproc_per_node=nproc, image=image, namespace=cfg["namespace"],
-                        gpus=gpus_per_node, cpu=cfg["job_cpu"], memory=cfg["job_memory"],
-                        node_selector=cfg["node_selector"], tolerations=cfg["tolerations"], volumes=job_volumes(opts),
-                        queue=cfg["queue"], priority_class=cfg["priority_class"], timeout=cfg["job_timeout_s"],
-                        pending_timeout=cfg["pending_timeout_s"], **kwargs,
+                        pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, num_workers=num_workers, nproc_per_node=nproc,
+                        image=image, namespace=cfg["namespace"], gpus=gpus_per_node, cpu=cfg["job_cpu"],
+                        memory=cfg["job_memory"], node_selector=cfg["node_selector"], tolerations=cfg["tolerations"],
+                        volumes=job_volumes(opts), queue=cfg["queue"], priority_class=cfg["priority_class"],
+                        timeout=cfg["job_timeout_s"], pending_timeout=cfg["pending_timeout_s"], **kwargs,
                     )
                     common(tr, f"train step {k}", cfg["train_task_cpu"], cfg["train_task_memory"],
                            cfg["train_task_image"])

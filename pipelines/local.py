@@ -168,10 +168,11 @@ def run_local(task: str, *, arguments: dict[str, Any], output: str | Path, num_s
                     metrics=step_metrics(report_dir), wall_s=wall)
 
 
-def find_report(run_dir: Path) -> Path | None:
-    """The report task's `report_dir` artifact in a local run's folder (None when the report did not finish).
+def find_report(run_dir: Path, holding: str = "metrics") -> Path | None:
+    """The report task's `report_dir` artifact in a local run's folder, the one holding `holding` (the task
+    pipeline's report: `metrics`; the experiment pipeline's: `results.json`); None when the report did not finish.
     It is never a cached one from another run's folder: the report's `run_id` input is this run's id."""
-    found = [p for p in run_dir.glob("**/report_dir") if p.is_dir() and (p / "metrics").is_dir()]
+    found = [p for p in run_dir.glob("**/report_dir") if p.is_dir() and (p / holding).exists()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 

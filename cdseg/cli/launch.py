@@ -61,22 +61,27 @@ def run(cfg: LaunchConfig, extra: argparse.Namespace) -> int:
 
 
 def cleanup(cfg: CleanupConfig) -> int:
-    """Delete every job and ConfigMap still labelled with the run; print their names."""
+    """Delete every job and ConfigMap still labelled with the run (or the pipeline run); log their names."""
     from cdseg.launch import connect, delete_run_jobs
 
     apis = connect(cfg.kubeconfig, cfg.context, cfg.in_cluster)
-    deleted = delete_run_jobs(cfg.run_id, cfg.namespace, apis=apis)
-    log.info("run %s: %s", cfg.run_id, f"deleted {', '.join(deleted)}" if deleted else "no job left")
+    for run, pipeline in ((cfg.run_id, False), (cfg.pipeline_run, True)):
+        if run:
+            deleted = delete_run_jobs(run, cfg.namespace, pipeline=pipeline, apis=apis)
+            log.info("%s %s: %s", "pipeline run" if pipeline else "run", run,
+                     f"deleted {', '.join(deleted)}" if deleted else "no job left")
     return 0
 
 
 CLEANUP = Command(
     name="launch cleanup",
     help="delete the training jobs (and their ConfigMaps) a run left behind",
-    description="Delete every TrainJob and PyTorchJob labelled cdseg.io/run=<run id> in the namespace, and their "
-                "train-config ConfigMaps: what a launcher killed without a chance to clean up (SIGKILL, a lost node) "
-                "left. The pipeline's exit handler runs the same deletion; run it by hand for a run of the experiment "
-                "pipeline or a `cdseg launch` that was killed. A kind the cluster does not serve is skipped.",
+    description="Delete every TrainJob and PyTorchJob labelled cdseg.io/run=<run id> (--run-id) or "
+                "cdseg.io/pipeline-run=<pipeline run id> (--pipeline-run: every run of the pipeline run, such as an "
+                "experiment pipeline's cells) in the namespace, and their train-config ConfigMaps: what a launcher "
+                "killed without a chance to clean up (SIGKILL, a lost node) left. The pipelines' exit handler runs "
+                "the same deletion; run it by hand for a `cdseg launch` that was killed, or a pipeline run whose exit "
+                "task did not run. A kind the cluster does not serve is skipped.",
     config=CleanupConfig,
     run=cleanup,
     epilog="exit codes: 0 done (also when nothing was left); 2 bad option, kubeconfig or permission; 1 the API "

@@ -68,7 +68,7 @@ def job_object(backend: JobBackend, spec: JobSpec, labels: dict[str, str], job_s
     import hashlib
     import json
 
-    from cdseg.launch.spec import ANNOTATION_RUN, ANNOTATION_SPEC_HASH
+    from cdseg.launch.spec import ANNOTATION_PIPELINE_RUN, ANNOTATION_RUN, ANNOTATION_SPEC_HASH
 
     digest = hashlib.sha256(json.dumps(job_spec, sort_keys=True).encode()).hexdigest()[:16]
     return {
@@ -78,7 +78,8 @@ def job_object(backend: JobBackend, spec: JobSpec, labels: dict[str, str], job_s
             "name": spec.name,
             "namespace": spec.namespace,
             "labels": labels,
-            "annotations": {**spec.annotations, ANNOTATION_RUN: spec.run, ANNOTATION_SPEC_HASH: digest},
+            "annotations": {**spec.annotations, ANNOTATION_RUN: spec.run,
+                            ANNOTATION_PIPELINE_RUN: spec.pipeline_run_name, ANNOTATION_SPEC_HASH: digest},
         },
         "spec": job_spec,
     }

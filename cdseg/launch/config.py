@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cdseg.config import Section
 from cdseg.launch.runner import RunOptions
@@ -22,12 +22,23 @@ class ClusterAccess(Section):
 
 
 class CleanupConfig(ClusterAccess):
-    """`cdseg launch cleanup`: delete every job (of either kind) and train-config ConfigMap a run left behind."""
+    """`cdseg launch cleanup`: delete every job (of either kind) and train-config ConfigMap a run, or every run of a
+    pipeline run, left behind."""
 
-    run_id: str = Field(min_length=1, description="the run whose jobs to delete: the --run given to cdseg launch, or "
-                                                  "the pipeline run's id (label cdseg.io/run)")
+    run_id: str = Field("", description="the run whose jobs to delete: the --run given to cdseg launch, or a task "
+                                        "pipeline run's id (label cdseg.io/run)")
+    pipeline_run: str = Field("", description="the pipeline run whose jobs to delete, of every run in it (an "
+                                              "experiment pipeline's cells): its run id (label cdseg.io/pipeline-run; "
+                                              "a cdseg launch job's is its --run unless --pipeline-run)")
     namespace: str = Field(JobSpec.model_fields["namespace"].default,
                            description=JobSpec.model_fields["namespace"].description)
+
+    @model_validator(mode="after")
+    def _something(self) -> CleanupConfig:
+        if not self.run_id.strip() and not self.pipeline_run.strip():
+            raise ValueError("run_id and pipeline_run are both empty; give --run-id RUN (one run's jobs) or "
+                             "--pipeline-run ID (every job of a pipeline run), or both")
+        return self
 
 
 class LaunchConfig(JobSpec, ClusterAccess):

@@ -18,14 +18,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdseg.errors import ConfigError
 from cdseg.launch.backend import JobBackend, JobState, all_backends, delete_command, get_backend, resource
 from cdseg.launch.errors import CRDNotInstalledError, JobCancelledError, JobConflictError, LaunchError
 from cdseg.launch.follow import NETWORK_ERRORS, Follower, RunOptions, is_transient
 from cdseg.launch.kube import KubeApis, connect, kubernetes, served, status_body, translate
 from cdseg.launch.spec import (
+    ANNOTATION_PIPELINE_RUN,
     ANNOTATION_RUN,
     ANNOTATION_SPEC_HASH,
     COMMON_LABELS,
+    LABEL_PIPELINE_RUN,
     LABEL_RUN,
     LABEL_STEP,
     JobSpec,
@@ -314,9 +317,10 @@ class _Runner(Follower):
                       delete_command(self.backend, self.ns, self.name))
 
 
-def delete_run_jobs(run: str, namespace: str, *, apis: KubeApis | None = None,
+def delete_run_jobs(run: str, namespace: str, *, pipeline: bool = False, apis: KubeApis | None = None,
                     backends: list[JobBackend] | None = None) -> list[str]:
-    """Delete every job labelled with run `run` in `namespace`, and their train-config ConfigMaps (a pipeline's exit
+    """Delete every job labelled with run `run` in `namespace` (`pipeline`: with pipeline run `run`, so the jobs of
+    every run in it, e.g. an experiment pipeline's cells), and their train-config ConfigMaps (a pipeline's exit
     handler, `cdseg launch cleanup`); the names of the jobs deleted.
 
     Covers a launcher killed without a chance to clean up (SIGKILL, a node lost). A backend whose
@@ -324,7 +328,13 @@ def delete_run_jobs(run: str, namespace: str, *, apis: KubeApis | None = None,
     """
     k = kubernetes()
     apis = apis or connect()
-    selector = f"{LABEL_RUN}={label_value(run)}"
+    label, annotation = (LABEL_PIPELINE_RUN, ANNOTATION_PIPELINE_RUN) if pipeline else (LABEL_RUN, ANNOTATION_RUN)
+    kind = "pipeline run" if pipeline else "run"
+    what = f"{kind} {run}"
+    if not label_value(run):  # an empty value would select the jobs labelled empty
+        raise ConfigError(f"{kind} {run!r} has no letter or digit, so no job is labelled with it; give the id the "
+                          "jobs were launched with")
+    selector = f"{label}={label_value(run)}"
     deleted: list[str] = []
     for backend in backends if backends is not None else all_backends():
         try:
@@ -337,7 +347,7 @@ def delete_run_jobs(run: str, namespace: str, *, apis: KubeApis | None = None,
                             backend=backend) from exc
         for obj in found.get("items") or []:
             meta = obj.get("metadata") or {}
-            if (meta.get("annotations") or {}).get(ANNOTATION_RUN, run) != run or meta.get("deletionTimestamp"):
+            if (meta.get("annotations") or {}).get(annotation, run) != run or meta.get("deletionTimestamp"):
                 continue  # a truncated label shared by another run, or already going
             try:
                 apis.custom.delete_namespaced_custom_object(
@@ -347,15 +357,16 @@ def delete_run_jobs(run: str, namespace: str, *, apis: KubeApis | None = None,
                 if exc.status != 404:
                     raise translate(exc, verb="delete", resource=resource(backend), namespace=namespace,
                                     name=meta["name"]) from exc
-            log.info("deleted %s %s/%s left by run %s", backend.kind, namespace, meta["name"], run)
+            log.info("deleted %s %s/%s left by %s", backend.kind, namespace, meta["name"], what)
             deleted.append(meta["name"])
-    _delete_run_configs(apis, run, namespace, selector)
+    _delete_run_configs(apis, run, namespace, selector, annotation, what)
     return deleted
 
 
-def _delete_run_configs(apis: KubeApis, run: str, namespace: str, selector: str) -> None:
-    """Delete the train-config ConfigMaps the launcher made for run `run` (the garbage collector does it too once
-    their job is gone, but a launcher killed between creating one and its job leaves it unowned)."""
+def _delete_run_configs(apis: KubeApis, run: str, namespace: str, selector: str, annotation: str, what: str) -> None:
+    """Delete the train-config ConfigMaps the launcher made for run `run` (`selector`, `annotation`: its label and
+    unabridged name, of the run or the pipeline run); the garbage collector does it too once their job is gone, but
+    a launcher killed between creating one and its job leaves it unowned."""
     k = kubernetes()
     managed = f"{selector},app.kubernetes.io/managed-by={COMMON_LABELS['app.kubernetes.io/managed-by']}"
     try:
@@ -364,11 +375,11 @@ def _delete_run_configs(apis: KubeApis, run: str, namespace: str, selector: str)
         raise translate(exc, verb="list", resource="configmaps", namespace=namespace) from exc
     for cm in found.items or []:
         meta = cm.metadata
-        if (meta.annotations or {}).get(ANNOTATION_RUN, run) != run or meta.deletion_timestamp:
+        if (meta.annotations or {}).get(annotation, run) != run or meta.deletion_timestamp:
             continue
         try:
             apis.core.delete_namespaced_config_map(meta.name, namespace)
         except k.client.ApiException as exc:
             if exc.status != 404:
                 raise translate(exc, verb="delete", resource="configmaps", namespace=namespace, name=meta.name) from exc
-        log.info("deleted ConfigMap %s/%s left by run %s", namespace, meta.name, run)
+        log.info("deleted ConfigMap %s/%s left by %s", namespace, meta.name, what)

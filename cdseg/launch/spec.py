@@ -20,10 +20,14 @@ from cdseg.errors import ConfigError
 
 #: label keys put on the job and its pods (values are DNS-safe, see `label_value`)
 LABEL_RUN = "cdseg.io/run"
+#: the pipeline run a job is part of: what a pipeline's exit task (and `cdseg launch cleanup --pipeline-run`)
+#: deletes by, as an experiment's cells label `LABEL_RUN` each with an id of its own
+LABEL_PIPELINE_RUN = "cdseg.io/pipeline-run"
 LABEL_STEP = "cdseg.io/step"
 LABEL_TASK = "cdseg.io/task"
 LABEL_METRICS = "cdseg.io/metrics"
 ANNOTATION_RUN = "cdseg.io/run-name"  # the run name unabridged
+ANNOTATION_PIPELINE_RUN = "cdseg.io/pipeline-run-name"  # the pipeline run unabridged
 ANNOTATION_SPEC_HASH = "cdseg.io/spec-hash"  # of the job's spec, to notice an adopted job built differently
 COMMON_LABELS = {"app.kubernetes.io/name": "cdseg", "app.kubernetes.io/component": "trainer",
                  "app.kubernetes.io/managed-by": "cdseg-launch"}
@@ -76,6 +80,9 @@ class JobSpec(Section):
 
     run: str = Field("cdseg", description="run name; with the step it names the job (cdseg-<run>-s<step>-<hash>) "
                                           "and labels it and its pods")
+    pipeline_run: str = Field("", description="the pipeline run the job is part of (label cdseg.io/pipeline-run, "
+                                               "which cdseg launch cleanup --pipeline-run and the pipelines' exit "
+                                               "task delete by; a pipeline passes its run id); '' for the run name")
     task: str = Field("", description="task name (label and --task.name; may also come from the train arguments)")
     step: int = Field(0, ge=0, description="incremental step (label and --task.step)")
     namespace: str = Field("cdseg", description="Kubernetes namespace of the job")
@@ -150,6 +157,14 @@ class JobSpec(Section):
             raise ValueError(f"{info.field_name} is empty; give it a name")
         return value
 
+    @field_validator("pipeline_run")
+    @classmethod
+    def _labelable(cls, value: str) -> str:
+        if value and not label_value(value):
+            raise ValueError(f"pipeline_run={value!r} has no letter or digit to label the job with; give the "
+                             "pipeline's run id, or '' for the run name")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
         if self.gpus and self.nproc_per_node > self.gpus:
@@ -189,6 +204,11 @@ class JobSpec(Section):
         return job_name(self.run, self.step)
 
     @property
+    def pipeline_run_name(self) -> str:
+        """The pipeline run the job is part of: `pipeline_run`, else the run itself (a job `cdseg launch` started)."""
+        return self.pipeline_run or self.run
+
+    @property
     def world_size(self) -> int:
         """Training processes in all."""
         return self.replicas * self.nproc_per_node
@@ -200,8 +220,10 @@ class JobSpec(Section):
         return data + list(self.volumes)
 
     def identity_labels(self) -> dict[str, str]:
-        """Labels that identify the (run, step) a job belongs to (used for adoption)."""
-        out = {LABEL_RUN: label_value(self.run), LABEL_STEP: str(self.step)}
+        """Labels that identify the (run, step) a job belongs to (adoption checks them) and the pipeline run it is
+        part of (the clean-up of a whole pipeline run selects by it); the job's, its pods' and its ConfigMap's."""
+        out = {LABEL_RUN: label_value(self.run), LABEL_STEP: str(self.step),
+               LABEL_PIPELINE_RUN: label_value(self.pipeline_run_name)}
         if self.task:
             out[LABEL_TASK] = label_value(self.task)
         return out

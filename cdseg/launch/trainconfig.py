@@ -63,14 +63,15 @@ def config_volume(spec: JobSpec) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def config_map(spec: JobSpec) -> dict[str, Any]:
     """The ConfigMap holding the file: the job's name, namespace and identity labels."""
-    from cdseg.launch.spec import ANNOTATION_RUN, COMMON_LABELS
+    from cdseg.launch.spec import ANNOTATION_PIPELINE_RUN, ANNOTATION_RUN, COMMON_LABELS
 
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": spec.name, "namespace": spec.namespace,
                      "labels": {**COMMON_LABELS, **spec.labels, **spec.identity_labels()},
-                     "annotations": {ANNOTATION_RUN: spec.run, ANNOTATION_CONFIG_HASH: config_digest(spec)}},
+                     "annotations": {ANNOTATION_RUN: spec.run, ANNOTATION_PIPELINE_RUN: spec.pipeline_run_name,
+                                     ANNOTATION_CONFIG_HASH: config_digest(spec)}},
         "data": {CONFIG_KEY: config_text(spec)},
     }
 

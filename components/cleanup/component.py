@@ -15,12 +15,14 @@ def cleanup(
 ) -> int:
     """Delete every training job (TrainJob or PyTorchJob) and train-config ConfigMap labelled with the run's id.
 
-    The pipeline's exit handler: it runs however the run ends (succeeded, failed, cancelled), and covers
-    a train task's launcher that was killed without a chance to delete its job (SIGKILL, a lost node).
-    What `cdseg launch cleanup --run-id <id>` does.
+    The exit task of the pipelines' exit handler (the task pipeline's and the experiment pipeline's): it runs
+    however the run ends (succeeded, failed, cancelled), and covers a train task's launcher that was killed
+    without a chance to delete its job (SIGKILL, a lost node). What
+    `cdseg launch cleanup --pipeline-run <id> --run-id <id>` does.
 
     Args:
-        run_id: the pipeline run's id, which the train tasks label their jobs with (`cdseg.io/run`).
+        run_id: the pipeline run's id, which the train tasks label their jobs with (`cdseg.io/pipeline-run`;
+            the task pipeline's also `cdseg.io/run`, an experiment cell's run label is its own id).
         launch_mode: the train tasks' launch mode; `local` made no job: nothing to do (and no cluster needed).
         config: the run's `config` parameter; only its `namespace` is read (an exit task may depend on no task,
             so not on the configure task's outputs).

@@ -34,6 +34,7 @@ def train_step(
     priority_class: str = "",
     timeout: int = 86400,
     pending_timeout: int = 1800,
+    pipeline_run: str = "",
 ) -> str:
     """Train incremental step `step` of `task` with `method`, from the previous step's checkpoint.
 
@@ -70,6 +71,8 @@ def train_step(
         priority_class: the job pods' PriorityClass (pytorchjob) or Kueue WorkloadPriorityClass (trainjob).
         timeout: the step's budget in seconds: the job's own deadline and the launcher's wait limit.
         pending_timeout: fail the step (and delete the job) when its pods have not started by then (seconds).
+        pipeline_run: the pipeline run the job is part of (its label `cdseg.io/pipeline-run`, which the pipeline's
+            exit task deletes by; the pipelines pass their run id; empty: `run_id`).
 
     Returns:
         Where the checkpoint lives: the artifact (local mode) or its shared-storage URI (job modes).
@@ -84,7 +87,7 @@ def train_step(
         pending_timeout=pending_timeout,
         job={"nproc_per_node": nproc_per_node, "image": image, "namespace": namespace, "gpus": gpus, "cpu": cpu,
              "memory": memory, "node_selector": node_selector, "tolerations": tolerations, "volumes": volumes,
-             "queue": queue, "priority_class": priority_class},
+             "queue": queue, "priority_class": priority_class, "pipeline_run": pipeline_run},
     )
     return run_train_step(request, data=data, prev_model=prev_model, model=model)
 

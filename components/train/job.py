@@ -108,7 +108,8 @@ def run_as_job(req: TrainRequest, *, data: Any, prev_model: Any, poll_s: float |
 
 
 def delete_left_jobs(run_id: str, *, launch_mode: str, namespace: str = "", api_host: str = "") -> int:
-    """The cleanup component: delete every job (and train-config ConfigMap) labelled with `run_id`; how many jobs.
+    """The cleanup component: delete every job (and train-config ConfigMap) labelled with `run_id` as its run or as
+    its pipeline run (an experiment pipeline's cells label their runs with ids of their own); how many jobs.
     Nothing to do in local mode (no job was made, and there may be no cluster)."""
     from cdseg.errors import ConfigError
     from cdseg.launch import delete_run_jobs
@@ -122,6 +123,10 @@ def delete_left_jobs(run_id: str, *, launch_mode: str, namespace: str = "", api_
     if not run_id or "{{" in run_id:
         raise ConfigError(f"cleanup: run_id={run_id!r} is not a run's id; the pipeline passes its run id")
     ns = pod_namespace(namespace)
-    deleted = delete_run_jobs(run_id, ns, apis=api_clients(api_host))
+    apis = api_clients(api_host)
+    # by the pipeline-run label (every job of this pipeline run), then by the run label (a job labelled before the
+    # pipeline-run label existed, by a task pipeline: its run id is the pipeline run's)
+    deleted = delete_run_jobs(run_id, ns, pipeline=True, apis=apis)
+    deleted += [name for name in delete_run_jobs(run_id, ns, apis=apis) if name not in deleted]
     log.info("run %s: %s", run_id, f"deleted {', '.join(deleted)} in {ns}" if deleted else f"no job left in {ns}")
     return len(deleted)

@@ -1,5 +1,6 @@
-"""The pipeline's exit task (`components.cleanup`) and `cdseg launch cleanup` against kmock: every job of either
-kind and every train-config ConfigMap labelled with the run go, another run's stay; local mode touches nothing."""
+"""The pipelines' exit task (`components.cleanup`) and `cdseg launch cleanup` against kmock: every job of either
+kind and every train-config ConfigMap labelled with the run, or with the pipeline run (an experiment pipeline's
+cells), go, another run's stay; local mode touches nothing."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from cdseg.launch.trainconfig import config_map
 from components.cleanup import cleanup
 
 RUN = "run-4567"
+#: an experiment pipeline run's id (KFP's run ids are UUIDs); its cells' runs are `<id>-<task>-<method>-s<seed>`
+PIPELINE = "8d1f3c5e-2a4b-4c6d-8e0f-1a2b3c4d5e6f"
 
 
 @pytest.fixture()
@@ -40,6 +43,67 @@ def leave_jobs(cluster: FakeCluster) -> list[str]:
         cluster.setup(lambda kmock, s=spec: kmock.objects.__setitem__((CONFIGMAPS, "cdseg", s.name), config_map(s)))
         left.append(spec.name)
     return left
+
+
+def leave_cells(cluster: FakeCluster) -> list[str]:
+    """What an experiment pipeline run leaves when its train tasks' launchers are killed by SIGKILL: jobs of several
+    cells of both kinds (each cell's run id its own, all labelled with the pipeline run), a cell's ConfigMap whose
+    job was never created, and a cell of another pipeline run, with its ConfigMap."""
+    import kmock as km
+
+    left = []
+    for pipeline, method, seed, step, backend in ((PIPELINE, "ft", 0, 0, "trainjob"), (PIPELINE, "mib", 1, 1, "pytorchjob"),
+                                                  (PIPELINE, "mib-cd", 0, 2, "trainjob"), (PIPELINE, "mib-cd", 1, 1, None),
+                                                  ("other-pipeline", "ft", 0, 0, "pytorchjob")):
+        spec = JobSpec(run=f"{pipeline}-222a-{method}-s{seed}", pipeline_run=pipeline, step=step, task="222a",
+                       image="img")
+        kind = get_backend(backend or "trainjob")
+        resource = km.resource(f"{kind.group}/{kind.version}/{kind.plural}")
+        if backend is not None:
+            cluster.setup(lambda kmock, r=resource, s=spec, b=kind: kmock.objects.__setitem__(
+                (r, "cdseg", s.name), b.build(s)))
+        cluster.setup(lambda kmock, s=spec: kmock.objects.__setitem__((CONFIGMAPS, "cdseg", s.name), config_map(s)))
+        left.append(spec.name)
+    return left
+
+
+def test_the_exit_task_deletes_every_cells_jobs_by_the_pipeline_run(cluster: FakeCluster) -> None:
+    """The experiment pipeline's exit task gets the pipeline run's id: no cell's run label equals it, the pipeline-run
+    label on every cell's job and ConfigMap does."""
+    from cdseg.launch import delete_run_jobs
+
+    names = leave_cells(cluster)
+    assert len(cluster.left_behind()) == 4 + 5
+    assert delete_run_jobs(PIPELINE, "cdseg", apis=cluster.apis()) == [], "the run label matches no cell"
+    assert len(cluster.left_behind()) == 4 + 5
+    assert cleanup.python_func(run_id=PIPELINE, launch_mode="auto", namespace="cdseg", api_host=cluster.url) == 3
+    other = names[-1]
+    assert cluster.left_behind() == sorted(f"{k}/{other}" for k in (
+        "resource(group='kubeflow.org', version='v1', plural='pytorchjobs')",
+        "resource(group='', version='v1', plural='configmaps')")), "only the other pipeline run's job and ConfigMap stay"
+    assert cleanup.python_func(run_id=PIPELINE, launch_mode="auto", namespace="cdseg", api_host=cluster.url) == 0
+    # and the other pipeline run's, by its own id: nothing is left
+    assert cleanup.python_func(run_id="other-pipeline", launch_mode="auto", namespace="cdseg",
+                               api_host=cluster.url) == 1
+    assert cluster.left_behind() == []
+
+
+def test_a_truncated_pipeline_run_label_deletes_only_its_own_run(cluster: FakeCluster) -> None:
+    """Two pipeline runs whose labels are cut to the same 63 characters: the unabridged name (annotation) decides."""
+    import kmock as km
+
+    from cdseg.launch import delete_run_jobs
+
+    long = "p" * 70
+    kind = get_backend("pytorchjob")
+    resource = km.resource(f"{kind.group}/{kind.version}/{kind.plural}")
+    specs = [JobSpec(run=f"cell-{i}", pipeline_run=long + str(i), step=0, task="222a", image="img") for i in (1, 2)]
+    assert specs[0].identity_labels()["cdseg.io/pipeline-run"] == specs[1].identity_labels()["cdseg.io/pipeline-run"]
+    for spec in specs:
+        cluster.setup(lambda kmock, s=spec: kmock.objects.__setitem__((resource, "cdseg", s.name), kind.build(s)))
+        cluster.setup(lambda kmock, s=spec: kmock.objects.__setitem__((CONFIGMAPS, "cdseg", s.name), config_map(s)))
+    assert delete_run_jobs(long + "1", "cdseg", pipeline=True, apis=cluster.apis()) == [specs[0].name]
+    assert all(specs[1].name in left for left in cluster.left_behind()) and len(cluster.left_behind()) == 2
 
 
 def test_the_exit_task_deletes_the_runs_jobs_of_both_kinds(cluster: FakeCluster) -> None:
@@ -92,4 +156,13 @@ def test_the_cli_does_the_same(cluster: FakeCluster, tmp_path: Path) -> None:
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
     assert main(["launch", "cleanup", "--run-id", RUN, "--namespace", "cdseg", "--kubeconfig", str(kubeconfig)]) == 0
     assert all(names[-1] in left for left in cluster.left_behind()) and len(cluster.left_behind()) == 2
-    assert main(["launch", "cleanup", "--namespace", "cdseg"]) == 2, "the run id is required"
+    assert main(["launch", "cleanup", "--namespace", "cdseg"]) == 2, "the run id or the pipeline run is required"
+    # an experiment pipeline run's cells, by the pipeline run's id
+    cells = leave_cells(cluster)
+    assert main(["launch", "cleanup", "--pipeline-run", PIPELINE, "--namespace", "cdseg", "--kubeconfig",
+                 str(kubeconfig)]) == 0
+    assert sorted(left.rsplit("/", 1)[1] for left in cluster.left_behind()) == sorted([names[-1], cells[-1]] * 2)
+    # both at once: the other run's, and the other pipeline run's
+    assert main(["launch", "cleanup", "--run-id", "other-run", "--pipeline-run", "other-pipeline", "--namespace",
+                 "cdseg", "--kubeconfig", str(kubeconfig)]) == 0
+    assert cluster.left_behind() == []

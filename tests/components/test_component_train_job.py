@@ -132,6 +132,34 @@ def test_failed_job_fails_the_step(cluster: FakeCluster, inputs: dict[str, Any])
     assert not Path(inputs["model"].path).exists() or not any(Path(inputs["model"].path).iterdir())
 
 
+def test_an_experiment_cells_job_carries_its_run_and_the_pipeline_run(cluster: FakeCluster,
+                                                                     inputs: dict[str, Any]) -> None:
+    """An experiment pipeline's cell: its run id (`<pipeline run>-<task>-<method>-s<seed>`) names the job, and the
+    pipeline run's id labels the job, its pods and its ConfigMap too, which is what the exit task deletes by."""
+    pipeline = "3f2a9c1e-7b4d-4e0a-9c8b-5d6e7f809a1b"
+    cell = f"{pipeline}-222a-mib-cd-s0"
+    name = job_name(cell, 1)
+    op = cluster.spawn(cluster.operator(name, ["Created", "Running", "Failed"], log=b"boom\n", reason="JobFailed",
+                                        message="master exited with code 1"))
+    with pytest.raises(JobFailedError):
+        call(cluster, inputs, run_id=cell, pipeline_run=pipeline)
+    op.result(10)
+    job = created_job(cluster)
+    posts = [r for r in cluster.launcher_requests() if r.method.value == "POST" and "/configmaps" in r.url.path]
+    config_map = posts[0].data if isinstance(posts[0].data, dict) else json.loads(posts[0].data)
+    if job["kind"] == "PyTorchJob":
+        pods = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]
+    else:  # the runtime patch's pod template
+        patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+        pods = patch["template"]["spec"]["template"]["metadata"]
+    for meta in (job["metadata"], config_map["metadata"], pods):
+        assert meta["labels"]["cdseg.io/run"] == cell and meta["labels"]["cdseg.io/pipeline-run"] == pipeline, meta
+    for meta in (job["metadata"], config_map["metadata"]):
+        assert meta["annotations"]["cdseg.io/run-name"] == cell
+        assert meta["annotations"]["cdseg.io/pipeline-run-name"] == pipeline
+    assert job["metadata"]["name"] == name and cluster.left_behind() == [], "a failed step deletes its job"
+
+
 def test_job_modes_need_shared_storage(cluster: FakeCluster, inputs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="workdir"):
         call(cluster, inputs, workdir="")

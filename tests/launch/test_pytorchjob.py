@@ -53,6 +53,39 @@ def test_labels_and_run_policy() -> None:
     assert build_pytorchjob(BASE)["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 86400
 
 
+@pytest.mark.parametrize("backend", ["pytorchjob", "trainjob"])
+def test_every_job_names_its_pipeline_run(backend: str) -> None:
+    """Label cdseg.io/pipeline-run (what a pipeline's exit task deletes by) on the job, its pods and its ConfigMap:
+    the pipeline run given, else the run itself (a `cdseg launch` job); its value made a valid label value, the
+    unabridged name in an annotation."""
+    import re
+
+    from cdseg.launch import get_backend
+    from cdseg.launch.trainconfig import config_map
+
+    def pod_labels(job: dict[str, Any]) -> dict[str, str]:
+        if job["kind"] == "PyTorchJob":
+            return job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"]
+        patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+        return patch["template"]["spec"]["template"]["metadata"]["labels"]
+
+    kind = get_backend(backend)
+    for spec, label, name in [
+        (BASE, "exp1", "exp1"),  # no pipeline: the run's own id
+        (BASE.replace(run="4f1d-222a-mib-s0", pipeline_run="4f1d"), "4f1d", "4f1d"),  # an experiment cell's
+        (BASE.replace(pipeline_run="-my pipeline/run " + "x" * 70), "my-pipeline-run-" + "x" * 46,
+         "-my pipeline/run " + "x" * 70),
+    ]:
+        job, cm = kind.build(spec), config_map(spec)
+        for labels in (job["metadata"]["labels"], pod_labels(job), cm["metadata"]["labels"]):
+            assert labels["cdseg.io/pipeline-run"] == label and labels["cdseg.io/run"] == label_value(spec.run)
+        for meta in (job["metadata"], cm["metadata"]):
+            assert meta["annotations"]["cdseg.io/pipeline-run-name"] == name
+    assert re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_.]*[A-Za-z0-9]", label) and len(label) <= 63
+    with pytest.raises(ConfigError, match="pipeline_run='---' has no letter or digit"):
+        BASE.replace(pipeline_run="---")
+
+
 def test_the_pods_read_the_resolved_train_config_from_a_file() -> None:
     """No re-serialised options on the command line: `cdseg train --config <the ConfigMap's file>`; the file holds
     the TrainConfig the train arguments resolve to, with the task and step of the job."""

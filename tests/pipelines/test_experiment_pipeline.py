@@ -47,10 +47,15 @@ def producer(task: dict[str, Any], artifact: str) -> tuple[str, str]:
     return ref["producerTask"], ref["outputArtifactKey"]
 
 
+def handled(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tasks inside the exit handler: every task but the exit task (cleanup) itself."""
+    assert set(spec["root"]["dag"]["tasks"]) == {"cleanup", "exit-handler-1"}, "nothing runs outside the handler"
+    return dict(spec["components"]["comp-exit-handler-1"]["dag"]["tasks"])
+
+
 def loops(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Root task name -> the DAG of each ParallelFor."""
-    root = spec["root"]["dag"]["tasks"]
-    return {name: spec["components"][t["componentRef"]["name"]]["dag"] for name, t in root.items()
+    """Task name (inside the exit handler) -> the DAG of each ParallelFor."""
+    return {name: spec["components"][t["componentRef"]["name"]]["dag"] for name, t in handled(spec).items()
             if component(t) == "for-loop"}
 
 
@@ -63,7 +68,7 @@ def trains(dag: dict[str, Any]) -> dict[tuple[str, int], str]:
 def test_a_parallel_for_over_the_seeds_parameter_per_step0_group(spec: dict[str, Any]) -> None:
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["seeds"]["parameterType"] == "LIST" and params["seeds"]["defaultValue"] == [0, 1]
-    root = spec["root"]["dag"]["tasks"]
+    root = handled(spec)
     found = loops(spec)
     assert len(found) == 2, "ft and mib share a step 0, mib-cd has its own: two loops"
     for name in found:
@@ -95,7 +100,7 @@ def test_each_cell_chains_its_steps_from_its_groups_step0(spec: dict[str, Any]) 
 
 
 def test_every_cells_rows_reach_the_report(spec: dict[str, Any]) -> None:
-    root = spec["root"]["dag"]["tasks"]
+    root = handled(spec)
     fed: dict[str, str] = {}  # loop -> the fan-in task consuming its rows
     for loop_name, dag in loops(spec).items():
         tasks = dag["tasks"]
@@ -132,6 +137,76 @@ def test_every_cells_rows_reach_the_report(spec: dict[str, Any]) -> None:
     assert const(report, "names") == GRID["methods"] and const(report, "tasks") == GRID["tasks"]
 
 
+def test_an_exit_handler_deletes_every_cells_jobs(spec: dict[str, Any]) -> None:
+    """As the task pipeline's (pipelines.factory.cleanup_exit_handler): every task inside one dsl.ExitHandler whose
+    exit task, never cached, deletes the jobs labelled with the pipeline run's id however the run ends; every cell's
+    train tasks label their jobs with it besides their cell-unique run id."""
+    root = spec["root"]["dag"]["tasks"]
+    inner = handled(spec)
+    exit_task = root["cleanup"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert exit_task["dependentTasks"] == ["exit-handler-1"]
+    assert exit_task["cachingOptions"] == {}, "a cached 'nothing left' must not skip the deletion"
+    params = exit_task["inputs"]["parameters"]
+    assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert params["launch_mode"] == {"componentInputParameter": "launch_mode"}
+    assert params["config"] == {"componentInputParameter": "config"} and "namespace" not in params
+    assert {"configure", "prepare", "experiment-report"} <= set(inner), "configure, prepare and report inside too"
+    train_tasks = [t for dag in loops(spec).values() for t in dag["tasks"].values() if component(t) == "train-step"]
+    assert len(train_tasks) == 2 + 3 * 2, "a step 0 per step-0 group, then steps 1 and 2 of ft, mib and mib-cd"
+    run_ids = set()
+    for task in train_tasks:
+        assert const(task, "pipeline_run") == "{{$.pipeline_job_uuid}}"
+        run_id = const(task, "run_id")
+        assert run_id.startswith("{{$.pipeline_job_uuid}}-222a-") and "seeds-loop-item" in run_id
+        run_ids.add(run_id)
+    assert len(run_ids) == 3, "one run id per cell (method x seed), shared by its steps"
+    assert "outputDefinitions" not in spec["root"], "no pipeline output (KFP takes none from inside a handler)"
+
+
+def test_every_task_input_is_one_its_dag_has(spec: dict[str, Any]) -> None:
+    """kfp's compiler declares a loop item used in an f-string (the cells' run ids) an input of the exit handler's
+    sub-DAG, which the root cannot give (kubeflow/pipelines issues 12390, 13273): the factory drops it, so every
+    input a task takes from its DAG is one that DAG has, at every level."""
+    dags = {"root": spec["root"], **{n: c for n, c in spec["components"].items() if "dag" in c}}
+    for name, dag in dags.items():
+        have = set(dag.get("inputDefinitions", {}).get("parameters", {}))
+        for task_name, task in dag["dag"]["tasks"].items():
+            for key, value in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in value:
+                    assert value["componentInputParameter"] in have, (name, task_name, key, value)
+            if "parameterIterator" in task:
+                assert task["parameterIterator"]["items"]["inputParameter"] in have, (name, task_name)
+    handler = spec["components"]["comp-exit-handler-1"]["inputDefinitions"]["parameters"]
+    assert not [k for k in handler if "loop-item" in k]
+
+
+def test_dropping_leaked_loop_items_refuses_an_input_that_is_read() -> None:
+    from kfp import dsl
+
+    from components.cleanup import cleanup
+    from pipelines.experiment import drop_leaked_loop_items
+
+    def body(items: list = [1, 2]) -> None:  # noqa: B006
+        with dsl.ExitHandler(cleanup(run_id="done")), dsl.ParallelFor(items) as item:
+            cleanup(run_id=f"item-{item}")
+            cleanup(run_id=item)  # (with the f-string alone, kfp would not pass the loop its items either)
+
+    body.__annotations__ = {"items": list}  # real types, not this module's postponed strings
+    leaky = dsl.pipeline(body)
+
+    handler = leaky.pipeline_spec.components["comp-exit-handler-1"]
+    assert "pipelinechannel--items-loop-item" in handler.input_definitions.parameters, "the kfp bug is still there"
+    drop_leaked_loop_items(leaky)
+    assert "pipelinechannel--items-loop-item" not in handler.input_definitions.parameters
+    assert "pipelinechannel--items-loop-item" not in leaky.pipeline_spec.root.dag.tasks["exit-handler-1"].inputs.parameters
+    # any other unbound input is not the known leak: refused
+    leaky.pipeline_spec.root.dag.tasks["exit-handler-1"].inputs.parameters["pipelinechannel--gone"]\
+        .component_input_parameter = "gone"
+    with pytest.raises(RuntimeError, match="gone"):
+        drop_leaked_loop_items(leaky)
+
+
 def test_every_pipeline_parameter_has_a_description(spec: dict[str, Any]) -> None:
     params = spec["root"]["inputDefinitions"]["parameters"]
     missing = sorted(name for name, p in params.items() if len(p.get("description", "").strip()) < 10)
@@ -142,7 +217,7 @@ def test_every_pipeline_parameter_has_a_description(spec: dict[str, Any]) -> Non
     assert sorted(params) == sorted(["source", "seeds", "train_options", "test_options", "image", "launch_mode", "nproc",
                                      "num_workers", "gpus_per_node", "accelerator_type", "accelerator_count", "workdir",
                                      "config"])
-    assert "dependentTasks" not in spec["root"]["dag"]["tasks"]["configure"]
+    assert "dependentTasks" not in handled(spec)["configure"]
 
 
 def test_step0_groups_follow_the_step0_fingerprint() -> None:
@@ -164,7 +239,7 @@ def test_cli_compiles_and_refuses_a_dataset(tmp_path: Path, capsys: pytest.Captu
             "--steps", "2", "--parallelism", "2", "--build.retries", "0"]
     assert main(args) == 0
     spec = next(yaml.safe_load_all(out.read_text()))
-    (loop,) = (t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    (loop,) = (t for t in handled(spec).values() if "parameterIterator" in t)
     assert loop["iteratorPolicy"] == {"parallelismLimit": 2}
     assert spec["root"]["inputDefinitions"]["parameters"]["seeds"]["defaultValue"] == [0, 1, 2]
     assert "222a: ft, mib (step 0 of ft, shared)" in capsys.readouterr().err
@@ -265,6 +340,7 @@ def test_kfp_local_runner_runs_the_grid(synth_release: Path, tmp_path: Path) -> 
 
     from pipelines.experiment import make_experiment_pipeline
     from pipelines.factory import BuildOptions
+    from pipelines.local import find_report
 
     train = {"model.encoder": "resnet10t", "model.pretrained": False, "model.norm": "bn", "trainer.epochs": 1,
              "trainer.batch_size": 2, "data.crop_size": 64, "trainer.limit_batches": 1,
@@ -273,10 +349,13 @@ def test_kfp_local_runner_runs_the_grid(synth_release: Path, tmp_path: Path) -> 
     pipeline = make_experiment_pipeline(cfg, options=BuildOptions(retries=0))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                enable_caching=False, raise_on_error=True)
-    result = pipeline(source=str(synth_release), seeds=[3, 4], launch_mode="local",
-                      config={"prepare_options": {"patch_size": 128, "overlap": 0, "val_count": 1}},
-                      test_options={"eval.window": 128, "eval.overlap": 0, "eval.previews": 0, "scenes": ["2_13"]})
-    report = Path(result.output.path)
+    pipeline(source=str(synth_release), seeds=[3, 4], launch_mode="local",
+             config={"prepare_options": {"patch_size": 128, "overlap": 0, "val_count": 1}},
+             test_options={"eval.window": 128, "eval.overlap": 0, "eval.previews": 0, "scenes": ["2_13"]})
+    # no pipeline output (every task is inside the exit handler): the report task's artifact in the run's folder
+    (run_dir,) = (tmp_path / "root").iterdir()
+    report = find_report(run_dir, holding="results.json")
+    assert report is not None, f"no experiment report under {run_dir}"
     rows = json.loads((report / "results.json").read_text())
     assert sorted((r["name"], r["seed"], r["step"]) for r in rows) == sorted(
         (n, s, k) for n in GRID["methods"] for s in (3, 4) for k in (0, 1))

@@ -249,6 +249,7 @@ def test_an_exit_handler_deletes_the_runs_jobs(tmp_path: Path) -> None:
     assert len(trains) == 3 and "report" in inner and "prepare" in inner
     assert "configure" in inner, "the config check runs inside the handler too"
     assert inner["prepare"].get("dependentTasks") == ["configure"], "nothing starts before the config is checked"
-    for name in trains:  # the jobs carry the label the exit task deletes by
-        assert inner[name]["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    for name in trains:  # the jobs carry the labels the exit task deletes by: the run's and the pipeline run's
+        for param in ("run_id", "pipeline_run"):
+            assert inner[name]["inputs"]["parameters"][param]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     assert "outputDefinitions" not in spec["root"], "no pipeline output (KFP takes none from inside a handler)"
