@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cdseg.evaluate.sliding import predict_scene
-from cdseg.evaluate.tta import d4_apply, d4_invert, make_prob_fn
+from cdseg.evaluate.tta import d4_apply, d4_invert, make_prob_fn, softmax_
 
 
 def test_d4_elements_are_distinct_and_inverted() -> None:
@@ -34,7 +34,7 @@ def test_tta_of_an_equivariant_model_equals_no_tta() -> None:
 def test_tta_averages_inverse_transformed_probabilities() -> None:
     torch.manual_seed(1)
     model = nn.Conv2d(3, 4, 3, padding=1)  # not equivariant: TTA must equal the explicit mean
-    x = torch.rand(1, 3, 16, 16)
+    x = torch.rand(3, 3, 16, 16)  # several windows: each is inverted into the sum on its own
     expected = torch.stack([
         torch.softmax(model(torch.rot90(x.flip(-1) if g >= 4 else x, g % 4, (-2, -1))), 1) for g in range(8)])
     expected = torch.stack([
@@ -42,6 +42,16 @@ def test_tta_averages_inverse_transformed_probabilities() -> None:
         for g in range(8)]).mean(0)
     assert torch.allclose(make_prob_fn(model, tta=True)(x), expected, atol=1e-6)
     assert not torch.allclose(make_prob_fn(model)(x), expected, atol=1e-3)
+
+
+def test_softmax_in_place_is_torch_softmax() -> None:
+    torch.manual_seed(2)
+    logits = torch.randn(2, 5, 7, 9) * 30  # large logits: exp overflows without the max subtracted
+    expected = torch.softmax(logits, dim=1)
+    out = softmax_(logits)
+    assert out.data_ptr() == logits.data_ptr()  # no second class-sized tensor
+    # float rounding only: a relative 1e-6 (a few units in the last place)
+    assert torch.allclose(out, expected, rtol=1e-6, atol=1e-30) and torch.equal(out.argmax(1), expected.argmax(1))
 
 
 def _segmenter(heads: list[int]) -> nn.Module:
