@@ -30,26 +30,31 @@ def cluster() -> Iterator[FakeCluster]:
 def leave_jobs(cluster: FakeCluster) -> list[str]:
     """What launchers killed by SIGKILL leave: a TrainJob (step 0) and a PyTorchJob (step 1) of RUN with their
     ConfigMaps, a ConfigMap whose job was never created (step 2), and another run's job and ConfigMap."""
-    import kmock as km
 
     left = []
     for step, backend in ((0, "trainjob"), (1, "pytorchjob"), (2, None), (0, "other")):
         spec = JobSpec(run="other-run" if backend == "other" else RUN, step=step, task="222a", image="img")
-        kind = get_backend("pytorchjob" if backend == "other" else backend or "trainjob")
-        resource = km.resource(f"{kind.group}/{kind.version}/{kind.plural}")
-        if backend is not None:
-            cluster.setup(lambda kmock, r=resource, s=spec, b=kind: kmock.objects.__setitem__(
-                (r, "cdseg", s.name), b.build(s)))
-        cluster.setup(lambda kmock, s=spec: kmock.objects.__setitem__((CONFIGMAPS, "cdseg", s.name), config_map(s)))
-        left.append(spec.name)
+        left.append(_leave(cluster, spec, "pytorchjob" if backend == "other" else backend))
     return left
+
+
+def _leave(cluster: FakeCluster, spec: JobSpec, backend: str | None) -> str:
+    """Put `spec`'s ConfigMap, and its job of `backend` unless None, in the cluster, as a killed launcher leaves
+    them; the job's name."""
+    import kmock as km
+
+    kind = get_backend(backend or "trainjob")
+    resource = km.resource(f"{kind.group}/{kind.version}/{kind.plural}")
+    if backend is not None:
+        cluster.setup(lambda kmock: kmock.objects.__setitem__((resource, "cdseg", spec.name), kind.build(spec)))
+    cluster.setup(lambda kmock: kmock.objects.__setitem__((CONFIGMAPS, "cdseg", spec.name), config_map(spec)))
+    return spec.name
 
 
 def leave_cells(cluster: FakeCluster) -> list[str]:
     """What an experiment pipeline run leaves when its train tasks' launchers are killed by SIGKILL: jobs of several
     cells of both kinds (each cell's run id its own, all labelled with the pipeline run), a cell's ConfigMap whose
     job was never created, and a cell of another pipeline run, with its ConfigMap."""
-    import kmock as km
 
     left = []
     for pipeline, method, seed, step, backend in ((PIPELINE, "ft", 0, 0, "trainjob"), (PIPELINE, "mib", 1, 1, "pytorchjob"),
@@ -57,13 +62,7 @@ def leave_cells(cluster: FakeCluster) -> list[str]:
                                                   ("other-pipeline", "ft", 0, 0, "pytorchjob")):
         spec = JobSpec(run=f"{pipeline}-222a-{method}-s{seed}", pipeline_run=pipeline, step=step, task="222a",
                        image="img")
-        kind = get_backend(backend or "trainjob")
-        resource = km.resource(f"{kind.group}/{kind.version}/{kind.plural}")
-        if backend is not None:
-            cluster.setup(lambda kmock, r=resource, s=spec, b=kind: kmock.objects.__setitem__(
-                (r, "cdseg", s.name), b.build(s)))
-        cluster.setup(lambda kmock, s=spec: kmock.objects.__setitem__((CONFIGMAPS, "cdseg", s.name), config_map(s)))
-        left.append(spec.name)
+        left.append(_leave(cluster, spec, backend))
     return left
 
 
