@@ -1,0 +1,128 @@
+"""The training augmentation in two parts: random draws and the crop in the loader worker, pixel work on the device.
+
+`train_transform` does all of it in the worker, in float32: one worker serves about 90 patches of 512 px per CPU
+second, far from what a GPU consumes. Split, the worker (`CropOnWorker`) makes the same torch random calls in the
+same order (the same transforms' `make_params`), cuts the crop box out of the raw uint8 patch and returns it in a
+patch-sized uint8 buffer, with the crop's size and the drawn parameters as small tensors (the batch collates as
+usual). The device part (`AugmentOnDevice`), batched on the training device right after the copy: uint8 -> float32
+/ 255, each crop resized to the crop size with torchvision's own kernels (antialiased bilinear for images, nearest
+for targets, as `RandomResizedCrop`), the flips and quarter turn, the brightness/contrast jitter, int64 targets.
+On CPU the patches equal `train_transform`'s bit for bit; on a GPU up to the float rounding of its resize kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import RandomResizedCrop
+from torchvision.transforms.v2 import functional as F
+
+from cdseg.data.transforms import RandomBrightnessContrast, RandomFlipRotate90
+
+#: what one worker item (and a collated batch) holds besides its metadata
+WORKER_KEYS = ("image", "mask", "crop", "d4", "jitter")
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """The options of the training augmentation (as `train_transform` takes them)."""
+
+    size: int
+    scale: tuple[float, float] = (0.25, 1.0)
+    flip: bool = True
+    rotate90: bool = True
+    brightness: float = 0.2
+    contrast: float = 0.2
+
+    @classmethod
+    def from_data_config(cls, cfg: Any) -> AugmentSpec:
+        """The spec of a `DataConfig`."""
+        return cls(cfg.crop_size, (cfg.scale_min, cfg.scale_max), cfg.flip, cfg.rotate90, cfg.brightness, cfg.contrast)
+
+
+class CropOnWorker:
+    """The worker part: every random draw of `train_transform`, the crop box cut out of the uint8 patch, no float work.
+
+    Returns image (uint8 CxHxW, the patch's size, crop at the top left, zeros elsewhere), mask (the targets, same
+    layout), crop (int64 [height, width]), d4 (int64 [transpose, flip rows, flip columns]) and jitter (float64
+    [apply, brightness factor, contrast factor])."""
+
+    def __init__(self, spec: AugmentSpec) -> None:
+        self.spec = spec
+        self._crop = RandomResizedCrop(spec.size, scale=spec.scale, ratio=(1.0, 1.0), antialias=True)
+        self._d4 = RandomFlipRotate90(spec.flip, spec.rotate90) if spec.flip or spec.rotate90 else None
+        self._jitter = (RandomBrightnessContrast(spec.brightness, spec.contrast)
+                        if spec.brightness or spec.contrast else None)
+
+    def __call__(self, image: Tensor, label: Tensor, targets: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
+        """Draw, crop `image` (uint8 CxHxW) and `label` (raw HxW), map the label crop through `targets`."""
+        # the draws of train_transform's Compose, in its order: crop box, flips/turn, jitter
+        box = self._crop.make_params([tv_tensors.Image(image)])
+        d4 = self._d4.make_params([]) if self._d4 is not None else {"transpose": False, "dims": ()}
+        jit = self._jitter.make_params([]) if self._jitter is not None else {"apply": False, "b": 1.0, "c": 1.0}
+        top, left, h, w = box["top"], box["left"], box["height"], box["width"]
+        crop = F.crop_image(image, top, left, h, w)  # a view (the box lies inside the patch)
+        buf = torch.zeros(image.shape, dtype=torch.uint8)
+        buf[:, :h, :w] = crop
+        mask = targets(F.crop_image(label, top, left, h, w))
+        mbuf = torch.zeros(label.shape[-2:], dtype=mask.dtype)
+        mbuf[:h, :w] = mask
+        return {"image": buf, "mask": mbuf, "crop": torch.tensor([h, w], dtype=torch.int64),
+                "d4": torch.tensor([d4["transpose"], -2 in d4["dims"], -1 in d4["dims"]], dtype=torch.int64),
+                "jitter": torch.tensor([jit["apply"], jit["b"], jit["c"]], dtype=torch.float64)}
+
+
+class AugmentOnDevice:
+    """The device part: a collated batch of `CropOnWorker` items -> (float32 NxCxSxS in [0, 1], int64 NxSxS)."""
+
+    def __init__(self, spec: AugmentSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, batch: dict[str, Tensor], device: torch.device | str) -> tuple[Tensor, Tensor]:
+        """Copy the batch to `device` and finish its augmentation there."""
+        device = torch.device(device)
+        image = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True)
+        jitter = batch["jitter"].to(device, non_blocking=True)
+        crops, d4 = batch["crop"].tolist(), batch["d4"]  # host-side: slicing and grouping need no device sync
+        n, c, s = image.shape[0], image.shape[1], self.spec.size
+        x = torch.empty((n, c, s, s), dtype=torch.float32, device=device)
+        y = torch.empty((n, s, s), dtype=mask.dtype, device=device)
+        for i, (h, w) in enumerate(crops):  # crops differ in size: one resize each
+            crop = image[i, :, :h, :w].to(torch.float32).div_(255.0)
+            x[i] = F.resize_image(crop, [s, s], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+            y[i] = F.resize_mask(mask[i, :h, :w], [s, s])
+        codes = d4[:, 0] * 4 + d4[:, 1] * 2 + d4[:, 2]
+        apply = batch["jitter"][:, 0] > 0
+        if bool((codes == 0).all()) and not bool(apply.any()):
+            return x, y.to(torch.int64)
+        out_x, out_y = torch.empty_like(x), torch.empty((n, s, s), dtype=torch.int64, device=device)
+        for code in codes.unique().tolist():  # one group per element of D4 drawn: a transpose and a flip each
+            where = (codes == code).nonzero().flatten()
+            idx = where.to(device)
+            gx, gy = x.index_select(0, idx), y.index_select(0, idx)
+            if code & 4:  # a view, as in RandomFlipRotate90: the jitter's mean then sums in the same order
+                gx, gy = gx.transpose(-2, -1), gy.transpose(-2, -1)
+            dims = tuple(d for d, bit in ((-2, 2), (-1, 1)) if code & bit)
+            if dims:
+                gx, gy = gx.flip(dims), gy.flip(dims)
+            if bool(apply[where].any()):
+                gx = self._jitter(gx, jitter.index_select(0, idx))
+            out_x.index_copy_(0, idx, gx)
+            out_y.index_copy_(0, idx, gy.to(torch.int64))
+        return out_x, out_y
+
+    @staticmethod
+    def _jitter(x: Tensor, params: Tensor) -> Tensor:
+        """`RandomBrightnessContrast` per sample: params rows are [apply, brightness factor, contrast factor]."""
+        apply = params[:, 0] > 0
+        shape = (-1, 1, 1, 1)
+        b, c = params[:, 1].to(torch.float32).view(shape), params[:, 2].to(torch.float32).view(shape)
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        out = (x - mean).mul_(c).add_(mean).mul_(b).clamp_(0.0, 1.0)
+        return torch.where(apply.view(shape), out, x)
