@@ -104,7 +104,8 @@ class IncrementalDataset(Dataset):
             image = image[self._band_index]
         meta = {"scene": record.scene, "y": record.y, "x": record.x, "index": record.id}
         if isinstance(self.transform, CropOnWorker):  # uint8 crop and drawn parameters; the device does the rest
-            return {**self.transform(torch.from_numpy(image), torch.from_numpy(label), self._targets), "meta": meta}
+            table = self._lut8 if self._lut8 is not None else self.lut
+            return {**self.transform(torch.from_numpy(image), torch.from_numpy(label), table), "meta": meta}
         img = tv_tensors.Image(torch.from_numpy(image).to(torch.float32).div_(255.0))
         mask = tv_tensors.Mask(self._targets(torch.from_numpy(label)))
         if self.transform is not None:
