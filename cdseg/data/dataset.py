@@ -99,13 +99,18 @@ class IncrementalDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
+        meta = {"scene": record.scene, "y": record.y, "x": record.x, "index": record.id}
+        if isinstance(self.transform, CropOnWorker):  # uint8 crop and drawn parameters; the device does the rest
+            size, bands = self.prepared.patch_size, None if self._all_bands else self._band_index
+
+            def read(top: int, left: int, image_out: np.ndarray, label_out: np.ndarray) -> None:
+                self.prepared.read_box(record, top, left, image_out, label_out, bands)
+
+            table = self._lut8 if self._lut8 is not None else self.lut
+            return {**self.transform((len(self.bands), size, size), read, table), "meta": meta}
         image, label = self.prepared.read_patch(record)
         if not self._all_bands:
             image = image[self._band_index]
-        meta = {"scene": record.scene, "y": record.y, "x": record.x, "index": record.id}
-        if isinstance(self.transform, CropOnWorker):  # uint8 crop and drawn parameters; the device does the rest
-            table = self._lut8 if self._lut8 is not None else self.lut
-            return {**self.transform(torch.from_numpy(image), torch.from_numpy(label), table), "meta": meta}
         img = tv_tensors.Image(torch.from_numpy(image).to(torch.float32).div_(255.0))
         mask = tv_tensors.Mask(self._targets(torch.from_numpy(label)))
         if self.transform is not None:

@@ -12,6 +12,7 @@ On CPU the patches equal `train_transform`'s bit for bit; on a GPU up to the flo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,9 @@ from cdseg.data.transforms import RandomBrightnessContrast, RandomFlipRotate90
 
 #: what one worker item (and a collated batch) holds besides its metadata
 WORKER_KEYS = ("image", "mask", "crop", "d4", "jitter")
+
+#: read(top, left, image_out, label_out): a box of the patch into CxHxW uint8 and HxW uint8 raw labels
+ReadBox = Callable[[int, int, np.ndarray, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class AugmentSpec:
 
 
 class CropOnWorker:
-    """The worker part: every random draw of `train_transform`, the crop box cut out of the uint8 patch, no float work.
+    """The worker part: every random draw of `train_transform`, the crop box of the uint8 patch, no float work.
 
     Returns image (uint8 CxHxW, the patch's size, crop at the top left, zeros elsewhere), mask (the targets, same
     layout), crop (int64 [height, width]), d4 (int64 [transpose, flip rows, flip columns]) and jitter (float64
@@ -59,23 +63,23 @@ class CropOnWorker:
         self._jitter = (RandomBrightnessContrast(spec.brightness, spec.contrast)
                         if spec.brightness or spec.contrast else None)
 
-    def __call__(self, image: Tensor, label: Tensor, table: np.ndarray | Tensor) -> dict[str, Tensor]:
-        """Draw, crop `image` (uint8 CxHxW) and `label` (raw uint8 HxW), map the label crop through `table`
-        (uint8 ndarray: one byte per target, or an int64 tensor for targets above 255)."""
-        # the draws of train_transform's Compose, in its order: crop box, flips/turn, jitter
-        box = self._crop.make_params([tv_tensors.Image(image)])
+    def __call__(self, shape: tuple[int, int, int], read: ReadBox, table: np.ndarray | Tensor) -> dict[str, Tensor]:
+        """Draw for a patch of `shape` (C, H, W), `read` the crop box (uint8 image and raw labels) straight into the
+        buffers, map the labels through `table` (uint8 ndarray: one byte per target; int64 tensor: above 255)."""
+        # the draws of train_transform's Compose, in its order: crop box (from the patch's size), flips/turn, jitter
+        box = self._crop.make_params([tv_tensors.Mask(torch.empty((1, 1), dtype=torch.uint8).expand(shape[-2:]))])
         d4 = self._d4.make_params([]) if self._d4 is not None else {"transpose": False, "dims": ()}
         jit = self._jitter.make_params([]) if self._jitter is not None else {"apply": False, "b": 1.0, "c": 1.0}
         top, left, h, w = box["top"], box["left"], box["height"], box["width"]
-        buf = torch.empty(image.shape, dtype=torch.uint8)
-        buf[:, :h, :w] = F.crop_image(image, top, left, h, w)  # the box lies inside the patch: a view, one copy
-        crop = F.crop_image(label, top, left, h, w)
-        if isinstance(table, np.ndarray):  # straight into the buffer (2-3x faster than table[crop])
-            mbuf = torch.empty(label.shape, dtype=torch.uint8)
-            np.take(table, crop.numpy(), out=mbuf[:h, :w].numpy(), mode="clip" if table.size == 256 else "raise")
+        buf = torch.empty(shape, dtype=torch.uint8)
+        raw = np.empty((h, w), dtype=np.uint8)
+        read(top, left, buf[:, :h, :w].numpy(), raw)  # only the box is read: no copy of the patch
+        if isinstance(table, np.ndarray):  # straight into the buffer (2-3x faster than table[raw])
+            mbuf = torch.empty(shape[-2:], dtype=torch.uint8)
+            np.take(table, raw, out=mbuf[:h, :w].numpy(), mode="clip" if table.size == 256 else "raise")
         else:
-            mbuf = torch.empty(label.shape, dtype=table.dtype)
-            mbuf[:h, :w] = table[crop.long()]
+            mbuf = torch.empty(shape[-2:], dtype=table.dtype)
+            mbuf[:h, :w] = table[torch.from_numpy(raw).long()]
         for b in (buf, mbuf):  # zero the margins only (the device part never reads them; deterministic bytes)
             b[..., h:, :] = 0
             b[..., :h, w:] = 0

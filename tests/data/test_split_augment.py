@@ -74,3 +74,19 @@ def test_a_table_above_one_byte_keeps_int64_targets(prepared_dataset: Path) -> N
     assert item["mask"].dtype == torch.int64
     x, y = AugmentOnDevice(AugmentSpec(48))(_collate([item]), "cpu")
     assert torch.equal(x[0], want["image"]) and torch.equal(y[0], want["mask"])
+
+
+def test_a_band_subset_is_read_straight_from_the_file(prepared_dataset: Path) -> None:
+    from cdseg.data.prepared import PreparedDataset
+
+    data = PreparedDataset.open(str(prepared_dataset))
+    task = get_task("offline", data.manifest)
+    bands = ["IR", "G"]  # a subset, out of order
+    loader = IncrementalDataset(data, task, 0, "train", transform=train_transform(48), bands=bands)
+    worker = IncrementalDataset(data, task, 0, "train", transform=CropOnWorker(AugmentSpec(48)), bands=bands)
+    keys = list(range(8))
+    want = _collate([SeededItems(loader, 1)[k] for k in keys])
+    items = [SeededItems(worker, 1)[k] for k in keys]
+    assert items[0]["image"].shape == (2, 128, 128)
+    x, y = AugmentOnDevice(AugmentSpec(48))(_collate(items), "cpu")
+    assert torch.equal(x, want["image"]) and torch.equal(y, want["mask"])
