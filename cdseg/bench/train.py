@@ -292,6 +292,8 @@ def _loader_figures(cfg: BenchTrainConfig, timings: Timings, modes: list[str], d
     main = training if training in figures else modes[0]
     out.update(figures[main])
     out["augment_on"], out["modes"] = main, figures
+    if len(figures) == 2:  # same rounds: how much less a worker does with the pixel work on the device
+        out["loader_over_worker_part"] = timings.ratio("loader", "loader-worker").as_dict()
     return out
 
 
@@ -396,6 +398,9 @@ def format_table(result: dict[str, Any]) -> str:
                      f"what one device consumes ({ld['consumption']}); target >= {ld['target_feed_over_consumption']}")
         for mode, figs in (ld.get("modes") or {ld.get("augment_on", "loader"): ld}).items():
             lines += _loader_lines(ld, mode, figs)
+        if ld.get("loader_over_worker_part"):
+            lines.append(f"loader: a worker's time per batch, augment on loader / on device: "
+                         f"{_ratio_text(ld['loader_over_worker_part'])} (per round)")
     return "\n".join(lines)
 
 

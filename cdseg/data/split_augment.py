@@ -95,34 +95,41 @@ class AugmentOnDevice:
         self.spec = spec
 
     def __call__(self, batch: dict[str, Tensor], device: torch.device | str) -> tuple[Tensor, Tensor]:
-        """Copy the batch to `device` and finish its augmentation there."""
+        """Copy the batch to `device` and finish its augmentation there.
+
+        No host-device synchronisation: sizes and groups are read from the host copy of the parameters, indices
+        are computed on the device (the loader's pinned batch is copied asynchronously, as images were before)."""
         device = torch.device(device)
-        image = batch["image"].to(device, non_blocking=True)
-        mask = batch["mask"].to(device, non_blocking=True)
-        jitter = batch["jitter"].to(device, non_blocking=True)
-        crops, d4 = batch["crop"].tolist(), batch["d4"]  # host-side: slicing and grouping need no device sync
+        image, mask, d4, jitter = (batch[k].to(device, non_blocking=True) for k in ("image", "mask", "d4", "jitter"))
         n, c, s = image.shape[0], image.shape[1], self.spec.size
         x = torch.empty((n, c, s, s), dtype=torch.float32, device=device)
         y = torch.empty((n, s, s), dtype=mask.dtype, device=device)
-        for i, (h, w) in enumerate(crops):  # crops differ in size: one resize each
+        for i, (h, w) in enumerate(batch["crop"].tolist()):  # crops differ in size: one resize each
             crop = image[i, :, :h, :w].to(torch.float32).div_(255.0)
             x[i] = F.resize_image(crop, [s, s], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
             y[i] = F.resize_mask(mask[i, :h, :w], [s, s])
-        codes = d4[:, 0] * 4 + d4[:, 1] * 2 + d4[:, 2]
-        apply = batch["jitter"][:, 0] > 0
-        if bool((codes == 0).all()) and not bool(apply.any()):
+        host = batch["d4"]
+        codes = host[:, 0] * 4 + host[:, 1] * 2 + host[:, 2]  # the element of D4: transpose, flip rows, flip columns
+        apply = (batch["jitter"][:, 0] > 0).tolist()
+        if not codes.any() and not any(apply):
             return x, y.to(torch.int64)
+        # samples grouped by element of D4: a stable sort on the device, group sizes from the host
+        order = torch.argsort(d4[:, 0] * 4 + d4[:, 1] * 2 + d4[:, 2], stable=True)
+        members = torch.argsort(codes, stable=True).tolist()
         out_x, out_y = torch.empty_like(x), torch.empty((n, s, s), dtype=torch.int64, device=device)
-        for code in codes.unique().tolist():  # one group per element of D4 drawn: a transpose and a flip each
-            where = (codes == code).nonzero().flatten()
-            idx = where.to(device)
+        start = 0
+        for code, count in enumerate(torch.bincount(codes, minlength=8).tolist()):
+            if not count:
+                continue
+            idx, group = order[start:start + count], members[start:start + count]
+            start += count
             gx, gy = x.index_select(0, idx), y.index_select(0, idx)
             if code & 4:  # a view, as in RandomFlipRotate90: the jitter's mean then sums in the same order
                 gx, gy = gx.transpose(-2, -1), gy.transpose(-2, -1)
             dims = tuple(d for d, bit in ((-2, 2), (-1, 1)) if code & bit)
             if dims:
                 gx, gy = gx.flip(dims), gy.flip(dims)
-            if bool(apply[where].any()):
+            if any(apply[i] for i in group):
                 gx = self._jitter(gx, jitter.index_select(0, idx))
             out_x.index_copy_(0, idx, gx)
             out_y.index_copy_(0, idx, gy.to(torch.int64))
