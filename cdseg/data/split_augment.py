@@ -68,8 +68,8 @@ class CropOnWorker:
         buffers, map the labels through `table` (uint8 ndarray: one byte per target; int64 tensor: above 255)."""
         # the draws of train_transform's Compose, in its order: crop box (from the patch's size), flips/turn, jitter
         box = self._crop.make_params([tv_tensors.Mask(torch.empty((1, 1), dtype=torch.uint8).expand(shape[-2:]))])
-        d4 = self._d4.make_params([]) if self._d4 is not None else {"transpose": False, "dims": ()}
-        jit = self._jitter.make_params([]) if self._jitter is not None else {"apply": False, "b": 1.0, "c": 1.0}
+        d4: dict[str, Any] = self._d4.make_params([]) if self._d4 is not None else {"transpose": False, "dims": ()}
+        jit: dict[str, Any] = self._jitter.make_params([]) if self._jitter is not None else {"apply": False, "b": 1.0, "c": 1.0}
         top, left, h, w = box["top"], box["left"], box["height"], box["width"]
         buf = torch.empty(shape, dtype=torch.uint8)
         raw = np.empty((h, w), dtype=np.uint8)

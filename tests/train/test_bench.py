@@ -113,7 +113,7 @@ def test_bench_train_loader_device_mode_rates_are_the_worker_parts(monkeypatch: 
     assert dev["device_part_s_per_batch"]["median"] == pytest.approx(150.0) and dev["device_part_on"] == "cpu"
     assert ld["modes"]["loader"]["patches_per_s_per_worker"] == ld["patches_per_s_per_worker"]
     loader = result["seconds"]["loader"]
-    assert ld["loader_over_worker_part"]["max"] == pytest.approx(max(a / b for a, b in zip(loader, worker_s)))
+    assert ld["loader_over_worker_part"]["max"] == pytest.approx(max(a / b for a, b in zip(loader, worker_s, strict=True)))
     text = format_table(result)
     assert "augment on device" in text and "device part 150000.0" in text and "part of the step" in text
 
