@@ -42,12 +42,14 @@ class LoaderProbe:
         from cdseg.data.split_augment import AugmentSpec, CropOnWorker
         from cdseg.data.transforms import train_transform
         from cdseg.tasks import get_task
+        from cdseg.train.data import SeededItems
 
         data = PreparedDataset.open(str(prepared))
         transform = CropOnWorker(AugmentSpec(crop)) if augment_on == "device" else train_transform(crop)
         self.dataset = IncrementalDataset(data, get_task("offline", data.manifest), 0, "train", transform=transform)
         if len(self.dataset) == 0:
             raise ValueError(f"the prepared dataset {prepared} has no training patches")
+        self.items = SeededItems(self.dataset, seed)  # per-sample seeding, as the training loader does
         self.batch = batch
         self.generator = torch.Generator().manual_seed(seed)
         self.patches = 0
@@ -58,7 +60,7 @@ class LoaderProbe:
         from cdseg.train.data import _collate
 
         idx = torch.randint(0, len(self.dataset), (self.batch,), generator=self.generator)
-        self.last = _collate([self.dataset[int(i)] for i in idx])
+        self.last = _collate([self.items[int(i)] for i in idx])
         self.patches += len(idx)
         return self.last
 

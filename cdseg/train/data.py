@@ -52,7 +52,10 @@ class SeededItems(Dataset):
         s = mix_seed(self.seed, epoch, index)
         np_state, py_state = np.random.get_state(), random.getstate()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
+            # the CPU generator only (what the augmentation draws from): torch.manual_seed would also queue a seed
+            # for CUDA, which in a worker process (CUDA never initialised) records a stack trace every call,
+            # about half a millisecond: as long as the whole worker part of the split augmentation
+            torch.default_generator.manual_seed(s)
             np.random.seed(s % 2**32)
             random.seed(s)
             try:
