@@ -52,9 +52,9 @@ class AugmentSpec:
 class CropOnWorker:
     """The worker part: every random draw of `train_transform`, the crop box of the uint8 patch, no float work.
 
-    Returns image (uint8 CxHxW, the patch's size, crop at the top left, zeros elsewhere), mask (the targets, same
-    layout), crop (int64 [height, width]), d4 (int64 [transpose, flip rows, flip columns]) and jitter (float64
-    [apply, brightness factor, contrast factor])."""
+    Returns image (uint8 CxHxW, the patch's size; the C x h x w crop packed at the start of its memory, zeros
+    after it), mask (the targets, HxW, the h x w crop packed the same way), crop (int64 [h, w]), d4 (int64
+    [transpose, flip rows, flip columns]) and jitter (float64 [apply, brightness factor, contrast factor])."""
 
     def __init__(self, spec: AugmentSpec) -> None:
         self.spec = spec
@@ -71,21 +71,24 @@ class CropOnWorker:
         d4: dict[str, Any] = self._d4.make_params([]) if self._d4 is not None else {"transpose": False, "dims": ()}
         jit: dict[str, Any] = self._jitter.make_params([]) if self._jitter is not None else {"apply": False, "b": 1.0, "c": 1.0}
         top, left, h, w = box["top"], box["left"], box["height"], box["width"]
-        buf = torch.empty(shape, dtype=torch.uint8)
-        raw = np.empty((h, w), dtype=np.uint8)
-        read(top, left, buf[:, :h, :w].numpy(), raw)  # only the box is read: no copy of the patch
+        # the crop packed at the start of the flat buffer: one contiguous block to read into, map and copy
+        buf, mbuf = torch.empty(shape, dtype=torch.uint8), torch.empty(shape[-2:], dtype=_target_dtype(table))
+        image, raw = buf.view(-1)[:shape[0] * h * w].view(shape[0], h, w), np.empty((h, w), dtype=np.uint8)
+        read(top, left, image.numpy(), raw)  # only the box is read: no copy of the patch
+        mask = mbuf.view(-1)[:h * w].view(h, w)
         if isinstance(table, np.ndarray):  # straight into the buffer (2-3x faster than table[raw])
-            mbuf = torch.empty(shape[-2:], dtype=torch.uint8)
-            np.take(table, raw, out=mbuf[:h, :w].numpy(), mode="clip" if table.size == 256 else "raise")
+            np.take(table, raw, out=mask.numpy(), mode="clip" if table.size == 256 else "raise")
         else:
-            mbuf = torch.empty(shape[-2:], dtype=table.dtype)
-            mbuf[:h, :w] = table[torch.from_numpy(raw).long()]
-        for b in (buf, mbuf):  # zero the margins only (the device part never reads them; deterministic bytes)
-            b[..., h:, :] = 0
-            b[..., :h, w:] = 0
+            mask.copy_(table[torch.from_numpy(raw).long()])
+        buf.view(-1)[image.numel():] = 0  # deterministic bytes after the crop (the device part never reads them)
+        mbuf.view(-1)[mask.numel():] = 0
         return {"image": buf, "mask": mbuf, "crop": torch.tensor([h, w], dtype=torch.int64),
                 "d4": torch.tensor([d4["transpose"], -2 in d4["dims"], -1 in d4["dims"]], dtype=torch.int64),
                 "jitter": torch.tensor([jit["apply"], jit["b"], jit["c"]], dtype=torch.float64)}
+
+
+def _target_dtype(table: np.ndarray | Tensor) -> torch.dtype:
+    return torch.uint8 if isinstance(table, np.ndarray) else table.dtype
 
 
 class AugmentOnDevice:
@@ -105,9 +108,9 @@ class AugmentOnDevice:
         x = torch.empty((n, c, s, s), dtype=torch.float32, device=device)
         y = torch.empty((n, s, s), dtype=mask.dtype, device=device)
         for i, (h, w) in enumerate(batch["crop"].tolist()):  # crops differ in size: one resize each
-            crop = image[i, :, :h, :w].to(torch.float32).div_(255.0)
+            crop = image[i].view(-1)[:c * h * w].view(c, h, w).to(torch.float32).div_(255.0)
             x[i] = F.resize_image(crop, [s, s], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
-            y[i] = F.resize_mask(mask[i, :h, :w], [s, s])
+            y[i] = F.resize_mask(mask[i].view(-1)[:h * w].view(h, w), [s, s])
         host = batch["d4"]
         codes = host[:, 0] * 4 + host[:, 1] * 2 + host[:, 2]  # the element of D4: transpose, flip rows, flip columns
         apply = (batch["jitter"][:, 0] > 0).tolist()
