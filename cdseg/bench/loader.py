@@ -49,7 +49,9 @@ class LoaderProbe:
         self.dataset = IncrementalDataset(data, get_task("offline", data.manifest), 0, "train", transform=transform)
         if len(self.dataset) == 0:
             raise ValueError(f"the prepared dataset {prepared} has no training patches")
-        self.items = SeededItems(self.dataset, seed)  # per-sample seeding, as the training loader does
+        # per-sample seeding as in a training loader's worker process (where numpy's and Python's RNG states
+        # are not restored after each item)
+        self.items = SeededItems(self.dataset, seed, restore_rng=False)
         self.batch = batch
         self.generator = torch.Generator().manual_seed(seed)
         self.patches = 0

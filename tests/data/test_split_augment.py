@@ -92,3 +92,12 @@ def test_a_band_subset_is_read_straight_from_the_file(prepared_dataset: Path) ->
     assert items[0]["image"].shape == (2, 128, 128)
     x, y = AugmentOnDevice(AugmentSpec(48))(_collate(items), "cpu")
     assert torch.equal(x, want["image"]) and torch.equal(y, want["mask"])
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (6, 4), (1, 1)])
+def test_the_two_byte_class_table_maps_like_the_table(shape: tuple[int, int]) -> None:
+    table = torch.randint(0, 256, (256,), generator=torch.Generator().manual_seed(1)).numpy().astype("uint8")
+    raw = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(2)).numpy().astype("uint8")
+    out = torch.zeros(shape, dtype=torch.uint8).numpy()
+    CropOnWorker(AugmentSpec(16))._map8(table, raw, out)  # odd and even pixel counts
+    assert (out == table[raw]).all()

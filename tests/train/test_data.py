@@ -73,3 +73,12 @@ def test_items_seed_the_cpu_generator_only(monkeypatch: pytest.MonkeyPatch) -> N
     want = torch.rand(3)
     monkeypatch.setattr(torch, "manual_seed", lambda *a: pytest.fail("torch.manual_seed called per item"))
     assert torch.equal(ds[10 + 3], want)  # epoch 1, index 3
+
+
+def test_numpy_and_python_states_are_restored_in_the_main_process_only() -> None:
+    np.random.seed(0)
+    before = np.random.get_state()[1].copy()
+    SeededItems(_Noise(), seed=1)[4]  # the main process (workers=0): the caller's stream goes on untouched
+    assert np.array_equal(np.random.get_state()[1], before)
+    SeededItems(_Noise(), seed=1, restore_rng=False)[4]  # as in a worker process: left seeded by the item
+    assert not np.array_equal(np.random.get_state()[1], before)
