@@ -2,12 +2,13 @@
 
 `train_transform` does all of it in the worker, in float32: one worker serves about 90 patches of 512 px per CPU
 second, far from what a GPU consumes. Split, the worker (`CropOnWorker`) makes the same torch random calls in the
-same order (the same transforms' `make_params`), cuts the crop box out of the raw uint8 patch and returns it in a
-patch-sized uint8 buffer, with the crop's size and the drawn parameters as small tensors (the batch collates as
-usual). The device part (`AugmentOnDevice`), batched on the training device right after the copy: uint8 -> float32
+same order (the same transforms' `make_params`), reads only the crop box of the raw uint8 patch, straight into a
+patch-sized uint8 buffer, applies the class table as uint8 and returns the buffers with the crop's size and the
+drawn parameters as small tensors (the batch collates as usual). The device part (`AugmentOnDevice`), batched on the training device right after the copy: uint8 -> float32
 / 255, each crop resized to the crop size with torchvision's own kernels (antialiased bilinear for images, nearest
 for targets, as `RandomResizedCrop`), the flips and quarter turn, the brightness/contrast jitter, int64 targets.
-On CPU the patches equal `train_transform`'s bit for bit; on a GPU up to the float rounding of its resize kernel.
+On CPU the patches equal `train_transform`'s bit for bit; on a GPU up to the float rounding of its resize and mean
+kernels.
 """
 
 from __future__ import annotations
