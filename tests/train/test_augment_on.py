@@ -75,3 +75,19 @@ def test_batches_reach_the_device_finished() -> None:
 
     (batch,) = OnDevice([split], torch.device("cpu"), AugmentOnDevice(AugmentSpec(16)))  # what calibration reads
     assert batch["image"].shape == (2, 3, 16, 16) and batch["mask"].dtype == torch.int64
+
+
+def test_calibration_reads_finished_batches_in_device_mode(prepared_dataset: Path, step0_run: Path,
+                                                          tmp_path: Path) -> None:
+    """PLOP measures per-class statistics on the training batches before step 1: the same ones in both modes."""
+    import shutil
+
+    weights = []
+    for mode in ("loader", "device"):
+        out = tmp_path / mode
+        shutil.copytree(step0_run / "step-0", out / "step-0")
+        run_train(tiny_cfg(prepared_dataset, out, method="plop", task__step=1, trainer__epochs=1,
+                           data__augment_on=mode))
+        weights.append(load_file(str(out / "step-1" / "model" / "model.safetensors")))
+    a, b = weights
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
