@@ -87,7 +87,7 @@ def _commands(p: dict[str, Any], out: Path, cfg: BenchGpuConfig) -> dict[str, li
         "env": [sys.executable, "-c", env_probe],
         "iabn": [sys.executable, "-c", probe],
         "train": [*py, "train", *train, "--methods", "ft,mib,mib-cd", "--norms", "bn,iabn", "--loader",
-                  "--loader-scene-size", str(p["loader_scene"]), "--output", str(out / "train.json")],
+                  "--loader-augment-on", "both", "--loader-scene-size", str(p["loader_scene"]), "--output", str(out / "train.json")],
         "compile": [*py, "train", *train, "--methods", "ft", "--norms", "bn", "--compile", "both", "--no-flops",
                     "--output", str(out / "compile.json")],
         "ddp": [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
@@ -153,9 +153,12 @@ def summarise_check(out: Path, profile: str, results: list[SectionResult]) -> li
                                                     if mem else "not measured (CPU: no allocator peak)"))
         if train.get("loader"):
             ld = train["loader"]
-            lines.append(f"  loader: {ld['patches_per_s_per_worker']['median']:.1f} patches/s per worker, "
-                         f"{ld['workers']} workers feed {ld['feed_over_consumption']['median']:.2f}x what ft consumes "
-                         "(target >= 1.5)")
+            for mode, figs in (ld.get("modes") or {ld.get("augment_on", "loader"): ld}).items():
+                extra = (f"; device part {1e3 * figs['device_part_s_per_batch']['median']:.1f} ms per batch"
+                         if "device_part_s_per_batch" in figs else "")
+                lines.append(f"  loader (augment on {mode}): {figs['patches_per_s_per_worker']['median']:.1f} patches/s "
+                             f"per worker, {ld['workers']} workers feed {figs['feed_over_consumption']['median']:.2f}x "
+                             f"what ft consumes (target >= 1.5){extra}")
     comp = _load(out, "compile")
     if comp:
         row = next((r for r in comp["results"] if r.get("compiled")), None)

@@ -87,6 +87,10 @@ class BenchTrainConfig(Section):
     loader_scene_size: int = Field(2048, ge=64, description="size of the generated scene for --loader (pixels)")
     loader_workers: int = Field(0, ge=0, description="DataLoader workers per rank for the headroom figure "
                                 "(0: the training default, --data.workers)")
+    loader_augment_on: Literal["auto", "loader", "device", "both"] = Field(
+        "auto", description="where the augmentation timed by --loader runs (as --data.augment-on): loader (the whole "
+        "augmentation in the worker), device (the worker part in the worker, the device part timed apart on this "
+        "run's device), both (interleaved in the same rounds), auto (what training does here: device on CUDA)")
     consume_images_per_s: float = Field(0.0, ge=0, description="images/s one device consumes, for the headroom "
                                         "(957: the paper's model with ft at 40% of an H100's bf16 peak, "
                                         "GPU_FT_IMAGES_PER_S) "
@@ -238,41 +242,81 @@ def _iteration(one: Callable[[int], None], offset: int, r: int) -> None:
     one(offset + r)
 
 
-def _loader_figures(cfg: BenchTrainConfig, timings: Timings, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _loader_modes(cfg: BenchTrainConfig, device: torch.device) -> list[str]:
+    """The augmentation modes --loader times: loader, device or both."""
+    if cfg.loader_augment_on == "both":
+        return ["loader", "device"]
+    if cfg.loader_augment_on == "auto":
+        return ["device" if device.type == "cuda" else "loader"]
+    return [cfg.loader_augment_on]
+
+
+#: the timed variant whose rate is a worker's, per augmentation mode
+_WORKER_VARIANT = {"loader": "loader", "device": "loader-worker"}
+
+
+def _loader_figures(cfg: BenchTrainConfig, timings: Timings, modes: list[str], device: torch.device) -> dict[str, Any]:
     """Patches/s of one loader process, and what the default workers per rank feed against what one device eats.
 
     Two rates per worker: patches per wall second (what this machine gave, load included) and patches per CPU
     second of the loader (what a worker with a core of its own would serve). `workers_for_target` is how many
-    workers per rank reach 1.5x the consumption at each rate."""
-    import math
-
+    workers per rank reach 1.5x the consumption at each rate. With the augmentation on the device the rates are the
+    worker part's; the device part's time per batch is reported beside them (on a GPU it adds to the step).
+    The top-level figures are those of the mode training uses on this device (`augment_on`), `modes` has each."""
     from cdseg.data.config import DataConfig
 
     workers = cfg.loader_workers or DataConfig.model_fields["workers"].default
-    per_worker = [cfg.batch_size / t for t in timings.times["loader"]]
-    per_cpu_s = [cfg.batch_size / max(c, 1e-9) for c in timings.cpu.get("loader", [])]
     target = 1.5
-    out: dict[str, Any] = {"patches_per_s_per_worker": summarise(per_worker).as_dict(), "workers": workers,
-                           "crop": cfg.size, "target_feed_over_consumption": target}
-    if per_cpu_s:
-        out["patches_per_cpu_s_per_worker"] = summarise(per_cpu_s).as_dict()
+    out: dict[str, Any] = {"workers": workers, "crop": cfg.size, "target_feed_over_consumption": target}
+    ft = f"{cfg.norms[0]}/ft"
     if cfg.consume_images_per_s:
         consume = cfg.consume_images_per_s
         out["consumption"] = f"stated: {consume:g} images/s"
-        feed = [workers * rate / consume for rate in per_worker]
     else:
-        ft = f"{cfg.norms[0]}/ft"
         if ft not in timings.times:
             raise ValueError("--loader needs ft among --methods or a stated --consume-images-per-s")
         consume = cfg.batch_size / timings.median(ft)
         out["consumption"] = f"this run's {ft} step rate ({consume:.2f} images/s)"
-        # same batch size on both sides: the feed ratio is workers x step time / loader time, round by round
-        feed = [workers * s / t for s, t in zip(timings.times[ft], timings.times["loader"], strict=True)]
     out["consumption_images_per_s"] = consume
+    figures: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        figs = _worker_rates(cfg, timings, _WORKER_VARIANT[mode], workers, consume, target)
+        if mode == "device":
+            figs["device_part_s_per_batch"] = summarise(timings.times["loader-device"]).as_dict()
+            figs["device_part_cpu_s_per_batch"] = summarise(timings.cpu["loader-device"]).as_dict()
+            figs["device_part_on"] = device.type
+            if ft in timings.times:
+                figs["device_part_over_ft_step"] = timings.ratio("loader-device", ft).as_dict()
+        figures[mode] = figs
+    training = "device" if device.type == "cuda" else "loader"
+    main = training if training in figures else modes[0]
+    out.update(figures[main])
+    out["augment_on"], out["modes"] = main, figures
+    if len(figures) == 2:  # same rounds: how much less a worker does with the pixel work on the device
+        out["loader_over_worker_part"] = timings.ratio("loader", "loader-worker").as_dict()
+    return out
+
+
+def _worker_rates(cfg: BenchTrainConfig, timings: Timings, name: str, workers: int, consume: float,
+                  target: float) -> dict[str, Any]:
+    """One worker's rates (timed variant `name`), the default workers' feed and the workers 1.5x needs."""
+    import math
+
+    per_worker = [cfg.batch_size / t for t in timings.times[name]]
+    per_cpu_s = [cfg.batch_size / max(c, 1e-9) for c in timings.cpu.get(name, [])]
+    out: dict[str, Any] = {"patches_per_s_per_worker": summarise(per_worker).as_dict()}
+    if per_cpu_s:
+        out["patches_per_cpu_s_per_worker"] = summarise(per_cpu_s).as_dict()
+    ft = f"{cfg.norms[0]}/ft"
+    if cfg.consume_images_per_s:
+        feed = [workers * rate / consume for rate in per_worker]
+    else:  # same batch size on both sides: the feed ratio is workers x step time / loader time, round by round
+        feed = [workers * s / t for s, t in zip(timings.times[ft], timings.times[name], strict=True)]
     out["feed_over_consumption"] = summarise(feed).as_dict()
     out["workers_for_target"] = math.ceil(target * consume / out["patches_per_s_per_worker"]["median"])
     if per_cpu_s:
         out["workers_for_target_cpu"] = math.ceil(target * consume / out["patches_per_cpu_s_per_worker"]["median"])
+        out["feed_over_consumption_cpu"] = workers * out["patches_per_cpu_s_per_worker"]["median"] / consume
     return out
 
 
@@ -296,12 +340,18 @@ def run_bench_train(cfg: BenchTrainConfig) -> dict[str, Any]:
         log.warning("--amp is ignored on CPU")
     peak = _peak(cfg, device)
     extra: dict[str, Callable[[int], Any]] = {}
+    modes = _loader_modes(cfg, device)
     with tempfile.TemporaryDirectory(prefix="cdseg-bench-loader-") as tmp:
         if cfg.loader:
-            from cdseg.bench.loader import LoaderProbe, make_prepared
+            from cdseg.bench.loader import DevicePartProbe, LoaderProbe, make_prepared
 
             data = cfg.loader_data or make_prepared(Path(tmp), cfg.loader_scene_size, cfg.size)
-            extra["loader"] = LoaderProbe(data, cfg.size, cfg.batch_size, cfg.seed)
+            if "loader" in modes:
+                extra["loader"] = LoaderProbe(data, cfg.size, cfg.batch_size, cfg.seed)
+            if "device" in modes:  # the worker part, then (same round) the device part on the batch it made
+                worker = LoaderProbe(data, cfg.size, cfg.batch_size, cfg.seed, augment_on="device")
+                extra["loader-worker"] = worker
+                extra["loader-device"] = DevicePartProbe(worker, cfg.size, device)
         rows, timings = _time_all(cfg, device, extra)
     for row in rows:
         if peak and row["achieved_tflops"]:
@@ -310,7 +360,7 @@ def run_bench_train(cfg: BenchTrainConfig) -> dict[str, Any]:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     return {"device": device_name, "config": cfg.model_dump(mode="json"), "peak_tflops": peak, "results": rows,
             "rounds": cfg.iters, "seconds": timings.times,
-            "loader": _loader_figures(cfg, timings, rows) if cfg.loader else None,
+            "loader": _loader_figures(cfg, timings, modes, device) if cfg.loader else None,
             "targets": dict(TARGETS)}
 
 
@@ -343,16 +393,38 @@ def format_table(result: dict[str, Any]) -> str:
         ld = result["loader"]
         feed = ld["feed_over_consumption"]
         lines.append(f"loader: {_ratio_text(ld['patches_per_s_per_worker'])} augmented {ld['crop']} px patches/s per "
-                     f"worker process; {ld['workers']} workers per rank feed {feed['median']:.3g} "
+                     f"worker process (augment on {ld.get('augment_on', 'loader')}); {ld['workers']} workers per rank feed {feed['median']:.3g} "
                      f"[{feed['q1']:.3g}-{feed['q3']:.3g}]x "
                      f"what one device consumes ({ld['consumption']}); target >= {ld['target_feed_over_consumption']}")
-        if "workers_for_target" in ld:
-            cpu = ld.get("patches_per_cpu_s_per_worker")
-            lines.append(f"loader: {_ratio_text(cpu)} patches per CPU second of a worker (a worker with a core of its "
-                         f"own); workers per rank for >= {ld['target_feed_over_consumption']}x: "
-                         f"{ld['workers_for_target']} at this machine's rate, "
-                         f"{ld.get('workers_for_target_cpu', '-')} with a core per worker")
+        for mode, figs in (ld.get("modes") or {ld.get("augment_on", "loader"): ld}).items():
+            lines += _loader_lines(ld, mode, figs)
+        if ld.get("loader_over_worker_part"):
+            lines.append(f"loader: a worker's time per batch, augment on loader / on device: "
+                         f"{_ratio_text(ld['loader_over_worker_part'])} (per round)")
     return "\n".join(lines)
+
+
+def _loader_lines(ld: dict[str, Any], mode: str, figs: dict[str, Any]) -> list[str]:
+    """The loader figures of one augmentation mode, as text."""
+    target = ld["target_feed_over_consumption"]
+    where = "the whole augmentation in the worker" if mode == "loader" else "worker part only (draws, uint8 crop)"
+    feed = figs["feed_over_consumption"]
+    cpu = figs.get("patches_per_cpu_s_per_worker")
+    lines = [f"loader, augment on {mode} ({where}): {_ratio_text(figs['patches_per_s_per_worker'])} patches/s per "
+             f"worker (wall), {_ratio_text(cpu)} per CPU second of a worker (a core of its own); {ld['workers']} "
+             f"workers per rank feed {feed['median']:.3g} [{feed['q1']:.3g}-{feed['q3']:.3g}]x (wall), "
+             f"{figs.get('feed_over_consumption_cpu', float('nan')):.3g}x (CPU s) what one device consumes "
+             f"({ld['consumption']}); target >= {target}; workers per rank for it: {figs['workers_for_target']} at "
+             f"this machine's rate, {figs.get('workers_for_target_cpu', '-')} with a core per worker"]
+    if "device_part_s_per_batch" in figs:
+        dev = figs["device_part_s_per_batch"]
+        note = ("CPU time here; on a GPU it is part of the step" if figs["device_part_on"] == "cpu"
+                else "part of the step on this device")
+        ratio = figs.get("device_part_over_ft_step")
+        lines.append(f"loader, augment on device: device part {1e3 * dev['median']:.1f} "
+                     f"[{1e3 * dev['q1']:.1f}-{1e3 * dev['q3']:.1f}] ms per batch ({note})"
+                     + (f", {_ratio_text(ratio)}x the ft step" if ratio else ""))
+    return lines
 
 
 def run_and_print(cfg: BenchTrainConfig) -> int:

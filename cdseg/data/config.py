@@ -196,6 +196,11 @@ class DataConfig(Section):
     brightness: float = Field(0.2, description="random brightness change, +- this fraction (0 disables)")
     contrast: float = Field(0.2, description="random contrast change, +- this fraction (0 disables)")
     workers: int = Field(2, description="DataLoader worker processes per training process")
+    augment_on: Literal["auto", "loader", "device"] = Field(
+        "auto", description="where the per-pixel training augmentation runs: loader (worker processes, float32), "
+        "device (workers only draw and crop uint8 patches; resize, flips, turns and jitter run batched on the "
+        "training device: the same random draws, the same patches up to the float rounding of the device's "
+        "resize) or auto (device on CUDA, loader otherwise)")
     verify: bool = Field(False, description="hash every file of a local prepared dataset against its manifest before "
                                             "training (by default only files changed since their last verification "
                                             "are hashed)")

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from cdseg.data.prepared import PreparedDataset
+from cdseg.data.split_augment import CropOnWorker
 from cdseg.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -28,6 +29,8 @@ class StepLabels(Protocol):
 
 class IncrementalDataset(Dataset):
     """Image float32 CxHxW in [0, 1] (not normalised), mask int64 HxW of target indices (255 ignore), metadata.
+
+    With a `CropOnWorker` transform, the uint8 crop and the drawn parameters instead (`cdseg.data.split_augment`).
 
     Training patches are chosen by `filter_mode`; validation and test use every patch of their
     scenes (the original filtered and re-labelled those per step, so they scored different pixels at
@@ -96,18 +99,30 @@ class IncrementalDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
+        meta = {"scene": record.scene, "y": record.y, "x": record.x, "index": record.id}
+        if isinstance(self.transform, CropOnWorker):  # uint8 crop and drawn parameters; the device does the rest
+            size, bands = self.prepared.patch_size, None if self._all_bands else self._band_index
+
+            def read(top: int, left: int, image_out: np.ndarray, label_out: np.ndarray) -> None:
+                self.prepared.read_box(record, top, left, image_out, label_out, bands)
+
+            table = self._lut8 if self._lut8 is not None else self.lut
+            return {**self.transform((len(self.bands), size, size), read, table), "meta": meta}
         image, label = self.prepared.read_patch(record)
         if not self._all_bands:
             image = image[self._band_index]
         img = tv_tensors.Image(torch.from_numpy(image).to(torch.float32).div_(255.0))
-        if self._lut8 is not None:
-            mask = tv_tensors.Mask(torch.from_numpy(self._lut8[label]))
-        else:
-            mask = tv_tensors.Mask(self.lut[torch.from_numpy(label).long()])
+        mask = tv_tensors.Mask(self._targets(torch.from_numpy(label)))
         if self.transform is not None:
             img, mask = self.transform(img, mask)
         return {
             "image": img.as_subclass(torch.Tensor).contiguous(),
             "mask": mask.as_subclass(torch.Tensor).to(torch.int64, memory_format=torch.contiguous_format),
-            "meta": {"scene": record.scene, "y": record.y, "x": record.x, "index": record.id},
+            "meta": meta,
         }
+
+    def _targets(self, label: torch.Tensor) -> torch.Tensor:
+        """Raw labels (uint8) -> targets: uint8 through the one-byte table when it fits, else int64."""
+        if self._lut8 is not None:
+            return torch.from_numpy(self._lut8[label.numpy()])
+        return self.lut[label.long()]

@@ -235,6 +235,19 @@ class PreparedDataset:
         image, label = self._open("image", record.scene), self._open("label", record.scene)
         return self._read(image, window=window), self._read(label, 1, window=window)
 
+    def read_box(self, record: PatchRecord, top: int, left: int, image_out: np.ndarray, label_out: np.ndarray,
+                 bands: list[int] | None = None) -> None:
+        """Read a box of a patch (from `top`, `left`; the outputs' height and width) straight into `image_out`
+        (CxHxW uint8; bands: 0-based indices, default all) and `label_out` (HxW uint8 raw indices)."""
+        height, width = label_out.shape
+        window = Window(record.x + left, record.y + top, width, height)
+        indexes = [b + 1 for b in bands] if bands is not None else None
+        for handle, args, out in ((self._open("image", record.scene), (indexes,), image_out),
+                                  (self._open("label", record.scene), (1,), label_out)):
+            got = self._read(handle, *args, window=window, out=out)
+            if not np.shares_memory(got, out):  # rasterio fills `out`; never rely on it silently
+                out[...] = got
+
     def _read(self, handle: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         """`handle.read(...)`, with a read failure (a damaged tile) as a DataError naming the file."""
         try:

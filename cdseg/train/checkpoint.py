@@ -134,6 +134,8 @@ RESUME_MAY_CHANGE = (
     "output", "prev_checkpoint", "name", "comment", "storage", "metrics",
     # where / how the data is read, not what is learned (a restarted pod may see the dataset at another path)
     "data.workers", "data.dataset", "data.verify",
+    # where the augmentation runs: the same draws and patches (up to a GPU resize's float rounding)
+    "data.augment_on",
     # budget, validation, early stopping, logging, checkpoints, speed knobs that do not change the arithmetic
     "trainer.device", "trainer.epochs", "trainer.max_iters", "trainer.max_iters_by_step",
     "trainer.limit_batches", "trainer.limit_val_batches",

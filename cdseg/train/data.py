@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 if TYPE_CHECKING:
     from cdseg.train.config import TrainConfig
@@ -36,13 +36,16 @@ class SeededItems(Dataset):
     """Wraps a dataset; key `epoch * len + index` returns `base[index]` drawn under seed (seed, epoch, index).
 
     The caller's RNG states are saved and restored, so loading in the main process (workers=0)
-    does not disturb the trainer's random stream.
+    does not disturb the trainer's random stream. In a DataLoader worker process nobody else draws from
+    them, so numpy's and Python's states are not saved there (about 0.1 ms per item; `restore_rng` forces
+    either way); torch's CPU state always is.
     """
 
-    def __init__(self, base: Dataset, seed: int) -> None:
+    def __init__(self, base: Dataset, seed: int, restore_rng: bool | None = None) -> None:
         self.base = base
         self.seed = seed
         self.n = len(base)  # type: ignore[arg-type]
+        self.restore_rng = restore_rng
 
     def __len__(self) -> int:
         return self.n
@@ -50,16 +53,21 @@ class SeededItems(Dataset):
     def __getitem__(self, key: int) -> Any:
         epoch, index = divmod(int(key), self.n)
         s = mix_seed(self.seed, epoch, index)
-        np_state, py_state = np.random.get_state(), random.getstate()
+        restore = self.restore_rng if self.restore_rng is not None else get_worker_info() is None
+        saved = (np.random.get_state(), random.getstate()) if restore else None
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
+            # the CPU generator only (what the augmentation draws from): torch.manual_seed would also queue a seed
+            # for CUDA, which in a worker process (CUDA never initialised) records a stack trace every call,
+            # about half a millisecond: as long as the whole worker part of the split augmentation
+            torch.default_generator.manual_seed(s)
             np.random.seed(s % 2**32)
             random.seed(s)
             try:
                 return self.base[index]
             finally:
-                np.random.set_state(np_state)
-                random.setstate(py_state)
+                if saved is not None:
+                    np.random.set_state(saved[0])
+                    random.setstate(saved[1])
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -94,8 +102,39 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    from cdseg.data.split_augment import WORKER_KEYS
+
+    if "crop" in items[0]:  # the worker part of the split augmentation: uint8 crops and drawn parameters
+        return {k: torch.stack([it[k] for it in items]) for k in WORKER_KEYS}
     return {"image": torch.stack([it["image"] for it in items]),
             "mask": torch.stack([torch.as_tensor(it["mask"]).long() for it in items])}
+
+
+def augment_on_device(choice: str, device: torch.device) -> bool:
+    """Whether `--data.augment-on` puts the per-pixel augmentation on the training device (auto: on CUDA)."""
+    return choice == "device" or (choice == "auto" and device.type == "cuda")
+
+
+def batch_to_device(batch: dict[str, Any], device: torch.device, augment: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, targets) of a training batch on `device`; a batch of the split augmentation's worker part is finished
+    there by `augment` (a `cdseg.data.split_augment.AugmentOnDevice`)."""
+    if "crop" in batch:
+        if augment is None:
+            raise ValueError("a batch of uint8 crops needs the device part of the augmentation (AugmentOnDevice)")
+        return augment(batch, device)
+    return batch["image"].to(device, non_blocking=True), batch["mask"].to(device, non_blocking=True)
+
+
+class OnDevice:
+    """Batches of a training loader as dicts of images and targets on `device` (the split augmentation finished)."""
+
+    def __init__(self, loader: Any, device: torch.device, augment: Any) -> None:
+        self.loader, self.device, self.augment = loader, device, augment
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self.loader:
+            x, y = batch_to_device(batch, self.device, self.augment)
+            yield {"image": x, "mask": y}
 
 
 def train_loader(dataset: Dataset, sampler: GlobalBatchSampler, seed: int, workers: int,
@@ -131,13 +170,19 @@ def select_bands(cfg: TrainConfig, have: list[str]) -> list[str]:
     return list(have[:cfg.in_channels])
 
 
-def build_datasets(cfg: TrainConfig, task: Any, prepared: Any, bands: list[str]) -> tuple[Any, Any]:
-    """The step's training and validation datasets (joint: every patch, every seen class labelled)."""
+def build_datasets(cfg: TrainConfig, task: Any, prepared: Any, bands: list[str],
+                   on_device: bool = False) -> tuple[Any, Any]:
+    """The step's training and validation datasets (joint: every patch, every seen class labelled).
+
+    `on_device`: the training set serves the split augmentation's worker part (uint8 crops and drawn parameters),
+    which `AugmentOnDevice` finishes on the training device."""
     from cdseg.data.dataset import IncrementalDataset
+    from cdseg.data.split_augment import AugmentSpec, CropOnWorker
     from cdseg.data.transforms import from_data_config
 
     step = cfg.task.step
-    train = IncrementalDataset(prepared, task, step, "train", cfg.task.filter_mode, from_data_config(cfg.data),
+    transform = CropOnWorker(AugmentSpec.from_data_config(cfg.data)) if on_device else from_data_config(cfg.data)
+    train = IncrementalDataset(prepared, task, step, "train", cfg.task.filter_mode, transform,
                                seed=cfg.task.seed, bands=bands)
     from cdseg.train.methods import recipe
 

@@ -33,7 +33,15 @@ from cdseg.train.checkpoint import (
     resume_fingerprint,
 )
 from cdseg.train.config import TrainConfig
-from cdseg.train.data import GlobalBatchSampler, build_datasets, select_bands, train_loader, val_loader
+from cdseg.train.data import (
+    GlobalBatchSampler,
+    OnDevice,
+    augment_on_device,
+    build_datasets,
+    select_bands,
+    train_loader,
+    val_loader,
+)
 from cdseg.train.output import StepOutput
 from cdseg.train.schedule import build_scheduler
 from cdseg.train.step import MethodStep
@@ -134,7 +142,14 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     task = cfg.task.task(prepared.manifest)  # classes and tasks come from the prepared dataset
     prepared.check(full=cfg.data.verify)  # a damaged file is one line naming it, never training on bad pixels
     bands = select_bands(cfg, prepared.bands)
-    train_ds, val_ds = build_datasets(cfg, task, prepared, bands)
+    on_device = augment_on_device(cfg.data.augment_on, info.device)
+    train_ds, val_ds = build_datasets(cfg, task, prepared, bands, on_device)
+    augment = None
+    if on_device:
+        from cdseg.data.split_augment import AugmentOnDevice, AugmentSpec
+
+        augment = AugmentOnDevice(AugmentSpec.from_data_config(cfg.data))
+        log.info("training augmentation: random draws and uint8 crops in the loader, pixel work on %s", info.device)
     stats = train_ds.stats
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -226,11 +241,11 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> str:
     new_idx = list(range(seen_before, num_classes))
     sink = _sink(cfg, info, task.name, step)
     trainer = Trainer(cfg, info, method, student, optimizer, scheduler, scaler, loader, sampler, vloader,
-                      num_classes, old_idx, new_idx, out, _card(cfg, task, step), total, sink)
+                      num_classes, old_idx, new_idx, out, _card(cfg, task, step), total, sink, augment)
     if state is not None:
         trainer.load_state_dict(state)
     sampler.set_epoch(0, 0)
-    if method.calibrate(loader, info.device, lambda t: D.all_reduce_sum(t, info)):
+    if method.calibrate(OnDevice(loader, info.device, augment), info.device, lambda t: D.all_reduce_sum(t, info)):
         log.info("measured the terms' per-class statistics on the training data with the previous model")
     file_log = None
     if info.is_main:

@@ -24,7 +24,7 @@ from torch import nn
 from cdseg.train import distributed as D
 from cdseg.train.checkpoint import resume_fingerprint, rng_state, save_resume
 from cdseg.train.config import TrainConfig
-from cdseg.train.data import GlobalBatchSampler, mix_seed
+from cdseg.train.data import GlobalBatchSampler, batch_to_device, mix_seed
 from cdseg.train.early_stop import EarlyStopping
 from cdseg.train.output import StepOutput
 from cdseg.train.step import MethodStep
@@ -64,8 +64,9 @@ class Trainer:
                  optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, loader: Any,
                  sampler: GlobalBatchSampler, val_loader: Any, num_classes: int, old: list[int], new: list[int],
                  out: StepOutput, card: Callable[[dict[str, Any]], dict[str, Any]], total_iters: int,
-                 sink: Any = None) -> None:
+                 sink: Any = None, augment: Any = None) -> None:
         self.cfg, self.t, self.info = cfg, cfg.trainer, info
+        self.augment = augment  # the device part of the split augmentation (--data.augment-on device), or None
         self.step, self.model = step, model
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.loader, self.sampler, self.val_loader = loader, sampler, val_loader
@@ -172,8 +173,7 @@ class Trainer:
             w = time.perf_counter() - t0
             wait += w
             torch.manual_seed(mix_seed(self.cfg.seed, info.rank, p.iteration))
-            x = batch["image"].to(info.device, non_blocking=True)
-            y = batch["mask"].to(info.device, non_blocking=True)
+            x, y = batch_to_device(batch, info.device, self.augment)  # augments here with --data.augment-on device
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.autocast():

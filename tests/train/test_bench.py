@@ -84,6 +84,40 @@ def test_bench_train_loader_is_timed_in_the_same_rounds(monkeypatch: pytest.Monk
     assert stated["consumption_images_per_s"] == 1e9
 
 
+def test_bench_train_loader_device_mode_rates_are_the_worker_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[int, str]] = []
+    worker_s, device_s = [0.5, 0.25], [100.0, 200.0]  # a slow device part must not change the workers' figures
+
+    def spy(variants, rounds, **kw):  # noqa: ANN001, ANN003, ANN202
+        t = interleave(variants, rounds, **kw)
+        seen.extend(t.order)
+        t.times["loader-worker"], t.times["loader-device"] = list(worker_s), list(device_s)
+        t.cpu["loader-worker"] = [2 * s for s in worker_s]
+        return t
+
+    monkeypatch.setattr(bench_train, "interleave", spy)
+    cfg = BenchTrainConfig(size=32, batch_size=2, iters=2, warmup=0, threads=1, methods=["ft"], flops=False,
+                           loader=True, loader_scene_size=96, loader_augment_on="both", consume_images_per_s=4.0)
+    result = run_bench_train(cfg)
+    names = ["bn/ft", "loader", "loader-worker", "loader-device"]
+    assert seen == [(r, n) for r in range(2) for n in names]  # both modes in the same rounds
+    ld = result["loader"]
+    assert ld["augment_on"] == "loader" and set(ld["modes"]) == {"loader", "device"}  # CPU training: the loader
+    dev = ld["modes"]["device"]
+    # 2 patches per batch: 4 and 8 patches/s per worker (wall), 2 and 4 per CPU second; 2 workers against 4 images/s
+    assert dev["patches_per_s_per_worker"]["median"] == pytest.approx(6.0)
+    assert dev["patches_per_cpu_s_per_worker"]["median"] == pytest.approx(3.0)
+    assert dev["feed_over_consumption"]["median"] == pytest.approx(2 * 6.0 / 4.0)
+    assert dev["feed_over_consumption_cpu"] == pytest.approx(2 * 3.0 / 4.0)
+    assert dev["workers_for_target"] == 1 and dev["workers_for_target_cpu"] == 2
+    assert dev["device_part_s_per_batch"]["median"] == pytest.approx(150.0) and dev["device_part_on"] == "cpu"
+    assert ld["modes"]["loader"]["patches_per_s_per_worker"] == ld["patches_per_s_per_worker"]
+    loader = result["seconds"]["loader"]
+    assert ld["loader_over_worker_part"]["max"] == pytest.approx(max(a / b for a, b in zip(loader, worker_s, strict=True)))
+    text = format_table(result)
+    assert "augment on device" in text and "device part 150000.0" in text and "part of the step" in text
+
+
 def test_bench_train_compile_both_pairs_each_method_with_its_eager_twin(monkeypatch: pytest.MonkeyPatch) -> None:
     compiled: list[str] = []
     # the real torch.compile takes minutes on a loaded CPU: the bench's pairing is what is tested here

@@ -54,3 +54,31 @@ def test_items_are_seeded_per_epoch_and_index_and_leave_the_caller_rng_alone() -
     assert torch.equal(ds[3]["image"], a)
     assert not torch.equal(ds[10 + 3]["image"], a)  # epoch 1, same index
     assert mix_seed(1, 2) != mix_seed(2, 1)
+
+
+
+class _Draws(Dataset):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.rand(3)
+
+
+def test_items_seed_the_cpu_generator_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same draws as torch.manual_seed(mix_seed(seed, epoch, index)), without its per-call CUDA seed queueing
+    (a stack trace per call in a worker process, as long as the worker's whole share of the split augmentation)."""
+    ds = SeededItems(_Draws(), seed=5)
+    torch.manual_seed(mix_seed(5, 1, 3))
+    want = torch.rand(3)
+    monkeypatch.setattr(torch, "manual_seed", lambda *a: pytest.fail("torch.manual_seed called per item"))
+    assert torch.equal(ds[10 + 3], want)  # epoch 1, index 3
+
+
+def test_numpy_and_python_states_are_restored_in_the_main_process_only() -> None:
+    np.random.seed(0)
+    before = np.random.get_state()[1].copy()
+    SeededItems(_Noise(), seed=1)[4]  # the main process (workers=0): the caller's stream goes on untouched
+    assert np.array_equal(np.random.get_state()[1], before)
+    SeededItems(_Noise(), seed=1, restore_rng=False)[4]  # as in a worker process: left seeded by the item
+    assert not np.array_equal(np.random.get_state()[1], before)
