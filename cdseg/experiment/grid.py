@@ -162,12 +162,16 @@ def _run_grid(cfg: ExperimentConfig, progress: Callable[[str], None]) -> dict[st
                 ran += _run_steps(cfg_json, c, steps, providers[c])
                 progress(f"{c.task} {c.name} seed {c.seed}: steps {steps[0]}..{steps[-1]} ready")
             continue
-        # each process trains with its share of the cores; spawn: no forked torch state
+        # each process trains with its share of the cores, its own GPU and its own /metrics port (one slot each);
+        # spawn: no forked torch state
         threads = max(1, (os.cpu_count() or 1) // cfg.workers)
         import multiprocessing as mp
 
-        pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(threads,))
+        context = mp.get_context("spawn")
+        slots = context.Queue()
+        for slot in worker_slots(cfg, cfg.workers):
+            slots.put(slot)
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=context, initializer=_init_worker, initargs=(threads, slots))
         failed: list[Exception] = []
         try:
             futures = {pool.submit(_run_steps, cfg_json, c, steps, providers[c]): (c, steps) for c, steps in work}
@@ -189,7 +193,45 @@ def _run_grid(cfg: ExperimentConfig, progress: Callable[[str], None]) -> dict[st
     return {"steps": total, "ran": ran, "skipped": total - ran}
 
 
-def _init_worker(threads: int) -> None:
+def worker_slots(cfg: ExperimentConfig, workers: int, gpus: list[str] | None = None) -> list[dict[str, str]]:
+    """The environment of each grid worker process: its own /metrics port (metrics.port + i, as the local ranks of a
+    node have them, so that no worker but the first warns of a taken port) and, on a machine with several GPUs, one
+    of them (CUDA_VISIBLE_DEVICES, round robin), unless a run names its device (trainer.device / eval.device cuda:N).
+    `gpus`: the visible GPUs (default: this machine's)."""
+    from cdseg.metrics.config import DEFAULT_PORT
+
+    base = int(os.environ.get("CDSEG_METRICS__PORT", DEFAULT_PORT) or 0)
+    if gpus is None:
+        gpus = visible_gpus()
+    named = [cfg.options_of(n).get("trainer.device", "auto") for n in cfg.methods] + [cfg.eval.device]
+    pin = len(gpus) > 1 and all(d in ("auto", "cuda") for d in named)
+    slots = []
+    for i in range(workers):
+        env = {"CDSEG_METRICS__PORT": str(base + i if base else 0)}
+        if pin:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        slots.append(env)
+    return slots
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES names them (empty without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    count = torch.cuda.device_count()
+    return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+def _init_worker(threads: int, slots: Any) -> None:
+    import contextlib
+    import queue
+
+    # before torch touches CUDA in this process; more processes than slots (a pool that replaced a worker): defaults
+    with contextlib.suppress(queue.Empty):
+        os.environ.update(slots.get(timeout=10))
     import torch
 
     torch.set_num_threads(threads)

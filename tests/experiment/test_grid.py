@@ -66,6 +66,9 @@ def test_small_grid_runs_reports_and_a_rerun_trains_nothing(prepared_dataset: Pa
     monkeypatch.setattr("cdseg.evaluate.run_test", boom)
     assert main(_args(prepared_dataset, out)) == 0
     assert "steps: 6 in the grid, 0 run now, 6 done already" in capsys.readouterr().out
+    # and with worker processes (where the patches above do not reach: the counts are theirs)
+    assert main([*_args(prepared_dataset, out), "--workers", "2"]) == 0
+    assert "steps: 6 in the grid, 0 run now, 6 done already" in capsys.readouterr().out
     assert json.loads((out / "report" / "results.json").read_text()) == results
     assert {r["split"] for r in results} == {"test"} and "Scored on the test scenes" in report
 
@@ -119,3 +122,49 @@ def test_joint_cells_train_from_scratch(tmp_path: Path) -> None:
     prev = str(tmp_path / "exp" / "runs" / "222a" / "mib" / "seed-0" / "step-0" / "model")
     assert train_config(cfg, Cell("222a", "joint", 0), 1, prev).prev_checkpoint is None
     assert train_config(cfg, Cell("222a", "mib", 0), 1, prev).prev_checkpoint == prev
+
+
+def test_each_worker_has_its_own_metrics_port_and_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdseg.experiment.grid import worker_slots
+
+    cfg = _cfg(tmp_path / "ds", tmp_path / "exp")
+    ports = [s["CDSEG_METRICS__PORT"] for s in worker_slots(cfg, 3, gpus=[])]
+    assert ports == ["9400", "9401", "9402"]  # as the local ranks of a node: no worker warns of a taken port
+    monkeypatch.setenv("CDSEG_METRICS__PORT", "0")
+    assert {s["CDSEG_METRICS__PORT"] for s in worker_slots(cfg, 2, gpus=[])} == {"0"}  # disabled stays disabled
+    monkeypatch.setenv("CDSEG_METRICS__PORT", "9500")
+    # several GPUs: round robin over the visible ones, as CUDA_VISIBLE_DEVICES names them
+    slots = worker_slots(cfg, 3, gpus=["2", "5"])
+    assert [(s["CDSEG_METRICS__PORT"], s["CUDA_VISIBLE_DEVICES"]) for s in slots] == [
+        ("9500", "2"), ("9501", "5"), ("9502", "2")]
+    assert all("CUDA_VISIBLE_DEVICES" not in s for s in worker_slots(cfg, 2, gpus=["0"]))  # one GPU: all share it
+    named = _cfg(tmp_path / "ds", tmp_path / "exp", train_options={**TRAIN, "trainer.device": "cuda:1"})
+    assert all("CUDA_VISIBLE_DEVICES" not in s for s in worker_slots(named, 2, gpus=["0", "1"]))  # the user's choice
+
+
+def _worker_env(rendezvous: str) -> tuple[str, str]:
+    """A task that returns the worker's slot once two processes hold one task each (so both workers answer)."""
+    import os
+    import time
+
+    Path(rendezvous, str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(os.listdir(rendezvous)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.environ.get("CDSEG_METRICS__PORT", ""), os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def test_the_pool_hands_one_slot_to_each_worker(tmp_path: Path) -> None:
+    # the real spawn pool of `cdseg experiment --workers 2`: each process takes its own slot before any work
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cdseg.experiment.grid import _init_worker
+
+    context = mp.get_context("spawn")
+    slots = context.Queue()
+    for env in ({"CDSEG_METRICS__PORT": "9700", "CUDA_VISIBLE_DEVICES": "3"}, {"CDSEG_METRICS__PORT": "9701"}):
+        slots.put(env)
+    with ProcessPoolExecutor(2, mp_context=context, initializer=_init_worker, initargs=(1, slots)) as pool:
+        seen = {f.result(timeout=180) for f in [pool.submit(_worker_env, str(tmp_path)) for _ in range(2)]}
+    assert seen == {("9700", "3"), ("9701", "")}
