@@ -200,14 +200,17 @@ def worker_slots(cfg: ExperimentConfig, workers: int, gpus: list[str] | None = N
     `gpus`: the visible GPUs (default: this machine's)."""
     from cdseg.metrics.config import DEFAULT_PORT
 
-    base = int(os.environ.get("CDSEG_METRICS__PORT", DEFAULT_PORT) or 0)
+    try:
+        base: int | None = int(os.environ.get("CDSEG_METRICS__PORT", DEFAULT_PORT) or 0)
+    except ValueError:  # not a port: left as it is, for the run's config to reject in one line
+        base = None
     if gpus is None:
         gpus = visible_gpus()
     named = [cfg.options_of(n).get("trainer.device", "auto") for n in cfg.methods] + [cfg.eval.device]
     pin = len(gpus) > 1 and all(d in ("auto", "cuda") for d in named)
     slots = []
     for i in range(workers):
-        env = {"CDSEG_METRICS__PORT": str(base + i if base else 0)}
+        env = {} if base is None else {"CDSEG_METRICS__PORT": str(base + i if base else 0)}
         if pin:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
         slots.append(env)

@@ -132,6 +132,8 @@ def test_each_worker_has_its_own_metrics_port_and_gpu(tmp_path: Path, monkeypatc
     assert ports == ["9400", "9401", "9402"]  # as the local ranks of a node: no worker warns of a taken port
     monkeypatch.setenv("CDSEG_METRICS__PORT", "0")
     assert {s["CDSEG_METRICS__PORT"] for s in worker_slots(cfg, 2, gpus=[])} == {"0"}  # disabled stays disabled
+    monkeypatch.setenv("CDSEG_METRICS__PORT", "nine")  # not a port: untouched, for the run's config to reject
+    assert all("CDSEG_METRICS__PORT" not in s for s in worker_slots(cfg, 2, gpus=[]))
     monkeypatch.setenv("CDSEG_METRICS__PORT", "9500")
     # several GPUs: round robin over the visible ones, as CUDA_VISIBLE_DEVICES names them
     slots = worker_slots(cfg, 3, gpus=["2", "5"])
