@@ -128,6 +128,7 @@ def test_each_worker_has_its_own_metrics_port_and_gpu(tmp_path: Path, monkeypatc
     from cdseg.experiment.grid import worker_slots
 
     cfg = _cfg(tmp_path / "ds", tmp_path / "exp")
+    monkeypatch.delenv("CDSEG_METRICS__PORT", raising=False)  # the default base, whatever the caller's environment
     ports = [s["CDSEG_METRICS__PORT"] for s in worker_slots(cfg, 3, gpus=[])]
     assert ports == ["9400", "9401", "9402"]  # as the local ranks of a node: no worker warns of a taken port
     monkeypatch.setenv("CDSEG_METRICS__PORT", "0")
