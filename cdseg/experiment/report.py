@@ -1,5 +1,6 @@
 """The experiment's report: per step and method, old / new / all mIoU over seeds with intervals; paired
-differences between methods with the t-test and the sign test; per-class forgetting; a plot with error bars."""
+differences between methods with the t-test and the sign test; per-class forgetting and its paired differences; a plot
+with error bars."""
 
 from __future__ import annotations
 
@@ -54,26 +55,65 @@ def comparisons(rows: Sequence[dict[str, Any]], names: Sequence[str], confidence
     return out
 
 
-def forgetting(rows: Sequence[dict[str, Any]], confidence: float) -> dict[tuple[str, str, str], Estimate]:
-    """(task, name, class) -> drop of the class's IoU from the step it was learned to the last step, over seeds
-    (per seed as `cdseg report` computes it: `cdseg.report.tables.forgetting`)."""
+MEAN = "mean of old classes"
+
+
+def forgetting_by_seed(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[int, float]]:
+    """(task, name, class) -> seed -> drop of the class's IoU from the step it was learned to the run's last step
+    (per seed as `cdseg report` computes it: `cdseg.report.tables.forgetting`), and under the class `MEAN` the
+    seed's mean drop over the old classes (the report's average forgetting)."""
     from cdseg.report.tables import forgetting as class_drops
+    from cdseg.report.tables import mean_defined
 
     runs: dict[tuple[str, str, int], dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in rows:  # each row as much of its metrics.json as the report's forgetting reads
         runs[(r["task"], r["name"], r["seed"])][r["step"]] = {
             "old_classes": r["old_classes"], "new_classes": r["new_classes"],
             "per_class": {c: {"iou": v} for c, v in r["iou"].items()}}
-    drops: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for (task, name, _), steps in runs.items():
-        for cls, drop in class_drops(steps, max(steps)).items():
+    drops: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    for (task, name, seed), steps in runs.items():
+        per_class = class_drops(steps, max(steps))
+        for cls, drop in per_class.items():
             if drop is not None:
-                drops[(task, name, cls)].append(drop)
-    return {k: estimate(v, confidence) for k, v in drops.items()}
+                drops[(task, name, cls)][seed] = drop
+        mean = mean_defined(list(per_class.values()))
+        if mean is not None:
+            drops[(task, name, MEAN)][seed] = mean
+    return dict(drops)
+
+
+def forgetting(rows: Sequence[dict[str, Any]], confidence: float) -> dict[tuple[str, str, str], Estimate]:
+    """(task, name, class) -> the drop over seeds (`forgetting_by_seed`)."""
+    return {k: estimate(list(v.values()), confidence) for k, v in forgetting_by_seed(rows).items()}
+
+
+def forgetting_comparisons(rows: Sequence[dict[str, Any]], names: Sequence[str],
+                           confidence: float) -> list[dict[str, Any]]:
+    """Paired differences of the drops, a's - b's, per task, class (and `MEAN`) and pair of names, over the seeds
+    where both have the class's drop: the forgetting each method shows from its own start, so a method whose
+    step 0 starts higher is not credited for it."""
+    drops = forgetting_by_seed(rows)
+    out = []
+    for task in sorted({t for t, _, _ in drops}):
+        classes = sorted({c for t, _, c in drops if t == task and c != MEAN}) + [MEAN]
+        for a, b in itertools.combinations(names, 2):
+            for cls in classes:
+                da, db = drops.get((task, a, cls), {}), drops.get((task, b, cls), {})
+                seeds = sorted(set(da) & set(db))
+                if seeds:
+                    out.append({"task": task, "a": a, "b": b, "class": cls, "n": len(seeds),
+                                "paired": paired([da[s] for s in seeds], [db[s] for s in seeds], confidence)})
+    return out
 
 
 def _p(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
+
+
+def _paired_cells(p: Paired) -> str:
+    """mean diff | interval | t-test p | sign test p (wins/losses/ties), in %."""
+    interval = "-" if p.diff.low is None else f"[{_pct(p.diff.low)}, {_pct(p.diff.high)}]"
+    return f"{_pct(p.diff.mean)} | {interval} | {_p(p.t_p)} | {_p(p.sign_p)} ({p.wins}/{p.losses}/{p.ties})"
 
 
 def markdown(rows: Sequence[dict[str, Any]], names: Sequence[str], confidence: float, command: str = "") -> str:
@@ -103,16 +143,22 @@ def markdown(rows: Sequence[dict[str, Any]], names: Sequence[str], confidence: f
         for c in comparisons(rows, names, confidence):
             if c["task"] != task:
                 continue
-            p: Paired = c["paired"]
-            interval = "-" if p.diff.low is None else f"[{_pct(p.diff.low)}, {_pct(p.diff.high)}]"
-            lines.append(f"| {c['step']} | {c['a']} - {c['b']} | {c['group']} | {c['n']} | {_pct(p.diff.mean)} | "
-                         f"{interval} | {_p(p.t_p)} | {_p(p.sign_p)} ({p.wins}/{p.losses}/{p.ties}) |")
+            lines.append(f"| {c['step']} | {c['a']} - {c['b']} | {c['group']} | {c['n']} | {_paired_cells(c['paired'])} |")
         drops = {k: v for k, v in forgetting(rows, confidence).items() if k[0] == task}
         if drops:
             lines += ["", "### Forgetting per class (IoU when learned - IoU at the last step)", "",
                       "| method | class | n | drop |", "| --- | --- | --- | --- |"]
-            for (_, who, cls), drop in sorted(drops.items(), key=lambda kv: (list(names).index(kv[0][1]), kv[0][2])):
+            for (_, who, cls), drop in sorted(drops.items(), key=lambda kv: (list(names).index(kv[0][1]),
+                                                                            kv[0][2] == MEAN, kv[0][2])):
                 lines.append(f"| {who} | {cls} | {drop.n} | {_cell(drop)} |")
+            lines += ["", f"### Paired forgetting (a's drop - b's drop, same seed), {level} interval", "",
+                      "Each drop is measured from the class's IoU at the step it was learned, in the method's own "
+                      "run: a method whose earlier steps start higher is not credited for that here.", "",
+                      "| a - b | class | n | mean diff | interval | t-test p | sign test p (wins/losses/ties) |",
+                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            for c in forgetting_comparisons(rows, names, confidence):
+                if c["task"] == task:
+                    lines.append(f"| {c['a']} - {c['b']} | {c['class']} | {c['n']} | {_paired_cells(c['paired'])} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
