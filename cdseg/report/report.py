@@ -65,8 +65,7 @@ def build_report(metrics: Sequence[dict[str, Any]], out_dir: str | Path, title: 
     plots.class_heatmap(out / "plots" / "class_iou.png", runs)
     if plots.forgetting_bars(out / "plots" / "forgetting.png", runs):
         figures["forgetting.png"] = "forgetting per old class at the last step"
-    sources = [f"- task {m['task']}, method {m.get('method')}, step {m['step']}: `{m.get('_source', '?')}` "
-               f"(checkpoint sha256 {str(m['checkpoint'].get('sha256'))[:12]})" for m in metrics]
+    sources = [_source_line(m) for m in metrics]
     intro = (f"{len(metrics)} evaluations of {len(runs)} run(s). Whole test scenes; background is excluded from "
              "every mean and forgetting average. Generated " + dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") + ".")
     md = [f"# {title}", "", intro, ""] + [table_markdown(t) for t in tables]
@@ -116,6 +115,15 @@ def _search_remote(uri: str, depth: int) -> list[str]:
         return []
     return [f for name in names if not name.startswith((".", "_")) and "." not in name
             for f in _search_remote(store.join(uri, name), depth - 1)]
+
+
+def _source_line(m: dict[str, Any]) -> str:
+    """Where an evaluation came from: its metrics.json when it was read from one (`_source`; a pipeline's report
+    gets the metrics through its history and has none) and the checkpoint it scored, with the checksum."""
+    ckpt = m.get("checkpoint") or {}
+    where = f"metrics `{m['_source']}`, " if m.get("_source") else ""
+    return (f"- task {m['task']}, method {m.get('method')}, step {m['step']}: {where}checkpoint "
+            f"`{ckpt.get('uri', '?')}` (sha256 {str(ckpt.get('sha256'))[:12]})")
 
 
 def load_metrics(inputs: Sequence[str]) -> list[dict[str, Any]]:

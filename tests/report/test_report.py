@@ -62,6 +62,8 @@ def test_report_numbers_land_in_the_right_cells(tmp_path: Path) -> None:
     assert per_class[("mib-cd", 0)][3:] == [0.82, 0.64, None]  # car not seen at step 0
     md = (out / "report.md").read_text()
     assert "| t21 | ft | 1 | 15.00 | 70.00 | 33.33 |" in md
+    # metrics handed over in memory (a pipeline's history) name the checkpoint they scored, not a "?"
+    assert "- task t21, method ft, step 1: checkpoint `/ck/ft/1` (sha256 ft1ft1ft1ft1)" in md and "`?`" not in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "<td class=\"num\">63.00</td>" in html
     assert (out / "plots" / "miou_per_step.png").stat().st_size > 1000
@@ -81,6 +83,8 @@ def test_cli_report_discovers_a_root_and_refuses_duplicates(tmp_path: Path) -> N
         (folder / "metrics.json").write_text(json.dumps(m))
     assert main(["report", "--inputs", str(tmp_path / "runs"), "--output", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "report.html").is_file()
+    source = tmp_path / "runs" / "ft" / "step-1" / "eval" / "metrics.json"
+    assert f"step 1: metrics `{source}`, checkpoint `/ck/ft/1`" in (tmp_path / "rep" / "report.md").read_text()
     # the same root again replaces the report (it is a pure function of its inputs)
     assert main(["report", "--inputs", str(tmp_path / "runs"), "--output", str(tmp_path / "rep")]) == 0
     dup = tmp_path / "copy" / "metrics.json"
