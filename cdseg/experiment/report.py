@@ -56,9 +56,10 @@ def comparisons(rows: Sequence[dict[str, Any]], names: Sequence[str], confidence
 
 
 MEAN = "mean of old classes"
+Drops = dict[tuple[str, str, str], dict[int, float]]  # `forgetting_by_seed`'s result
 
 
-def forgetting_by_seed(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[int, float]]:
+def forgetting_by_seed(rows: Sequence[dict[str, Any]]) -> Drops:
     """(task, name, class) -> seed -> drop of the class's IoU from the step it was learned to the run's last step
     (per seed as `cdseg report` computes it: `cdseg.report.tables.forgetting`), and under the class `MEAN` the
     seed's mean drop over the old classes (the report's average forgetting)."""
@@ -82,17 +83,19 @@ def forgetting_by_seed(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, s
     return dict(drops)
 
 
-def forgetting(rows: Sequence[dict[str, Any]], confidence: float) -> dict[tuple[str, str, str], Estimate]:
-    """(task, name, class) -> the drop over seeds (`forgetting_by_seed`)."""
-    return {k: estimate(list(v.values()), confidence) for k, v in forgetting_by_seed(rows).items()}
+def forgetting(rows: Sequence[dict[str, Any]], confidence: float,
+               drops: Drops | None = None) -> dict[tuple[str, str, str], Estimate]:
+    """(task, name, class) -> the drop over seeds (`forgetting_by_seed`, or `drops` when already derived)."""
+    drops = forgetting_by_seed(rows) if drops is None else drops
+    return {k: estimate(list(v.values()), confidence) for k, v in drops.items()}
 
 
-def forgetting_comparisons(rows: Sequence[dict[str, Any]], names: Sequence[str],
-                           confidence: float) -> list[dict[str, Any]]:
+def forgetting_comparisons(rows: Sequence[dict[str, Any]], names: Sequence[str], confidence: float,
+                           drops: Drops | None = None) -> list[dict[str, Any]]:
     """Paired differences of the drops, a's - b's, per task, class (and `MEAN`) and pair of names, over the seeds
     where both have the class's drop: the forgetting each method shows from its own start, so a method whose
-    step 0 starts higher is not credited for it."""
-    drops = forgetting_by_seed(rows)
+    step 0 starts higher is not credited for it. `drops`: `forgetting_by_seed(rows)` when already derived."""
+    drops = forgetting_by_seed(rows) if drops is None else drops
     out = []
     for task in sorted({t for t, _, _ in drops}):
         classes = sorted({c for t, _, c in drops if t == task and c != MEAN}) + [MEAN]
@@ -131,6 +134,9 @@ def markdown(rows: Sequence[dict[str, Any]], names: Sequence[str], confidence: f
     if shared:
         lines += ["Step 0 shared (identical step-0 training): " + "; ".join(f"{n} uses {s}'s" for n, s in shared), ""]
     stats = summary(rows, confidence)
+    by_seed = forgetting_by_seed(rows)
+    drop_estimates = forgetting(rows, confidence, by_seed)
+    drop_pairs = forgetting_comparisons(rows, names, confidence, by_seed)
     for task in sorted({r["task"] for r in rows}):
         lines += [f"## Task {task}", "", "| step | method | n | old | new | all |", "| --- | --- | --- | --- | --- | --- |"]
         for (t, step, name), e in sorted(stats.items(), key=lambda kv: (kv[0][1], list(names).index(kv[0][2]))):
@@ -144,7 +150,7 @@ def markdown(rows: Sequence[dict[str, Any]], names: Sequence[str], confidence: f
             if c["task"] != task:
                 continue
             lines.append(f"| {c['step']} | {c['a']} - {c['b']} | {c['group']} | {c['n']} | {_paired_cells(c['paired'])} |")
-        drops = {k: v for k, v in forgetting(rows, confidence).items() if k[0] == task}
+        drops = {k: v for k, v in drop_estimates.items() if k[0] == task}
         if drops:
             lines += ["", "### Forgetting per class (IoU when learned - IoU at the last step)", "",
                       "| method | class | n | drop |", "| --- | --- | --- | --- |"]
@@ -156,7 +162,7 @@ def markdown(rows: Sequence[dict[str, Any]], names: Sequence[str], confidence: f
                       "run: a method whose earlier steps start higher is not credited for that here.", "",
                       "| a - b | class | n | mean diff | interval | t-test p | sign test p (wins/losses/ties) |",
                       "| --- | --- | --- | --- | --- | --- | --- |"]
-            for c in forgetting_comparisons(rows, names, confidence):
+            for c in drop_pairs:
                 if c["task"] == task:
                     lines.append(f"| {c['a']} - {c['b']} | {c['class']} | {c['n']} | {_paired_cells(c['paired'])} |")
         lines.append("")

@@ -48,6 +48,8 @@ def test_drops_per_seed_and_their_mean(rows: list[dict[str, Any]]) -> None:
     assert drops[("21", "b", "building")] == pytest.approx({0: 0.05, 1: 0.05})
     assert ("21", "a", "car") not in drops  # a class learned at the last step is not forgotten yet
     assert forgetting(rows, 0.95)[("21", "a", MEAN)].mean == pytest.approx(0.10)
+    assert forgetting(rows, 0.95, drops) == forgetting(rows, 0.95)  # drops derived once, handed in: the same
+    assert forgetting_comparisons(rows, ["a", "b"], 0.95, drops) == forgetting_comparisons(rows, ["a", "b"], 0.95)
 
 
 def test_paired_drops_use_the_seeds_both_finished(rows: list[dict[str, Any]]) -> None:
