@@ -102,7 +102,7 @@ def test_demo_gives_its_last_step_its_own_budget() -> None:
     cfg = DemoConfig()
     options = cfg.arguments("src", "mib")["train_options"]
     trainer = load_config(TrainConfig, cli=options, environ={}).trainer
-    assert [trainer.iters_at(k) for k in range(3)] == [cfg.iterations, cfg.iterations, 320]
+    assert [trainer.iters_at(k) for k in range(3)] == [cfg.iterations, cfg.iterations, 640]
     flat = DemoConfig(iterations_by_step={})  # one budget everywhere: step 0 is the same training
     assert step0_key(flat.arguments("src", "mib"), "222a") == step0_key(cfg.arguments("src", "mib"), "222a")
 
